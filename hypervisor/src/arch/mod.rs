@@ -1,0 +1,3 @@
+//! Hardware access. The only place for inline assembly, port I/O and MSRs.
+
+pub mod x86_64;

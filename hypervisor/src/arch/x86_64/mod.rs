@@ -1,0 +1,9 @@
+//! x86_64 (AMD64) hardware access for the bare-metal hypervisor.
+
+pub mod cpu;
+pub mod entry;
+pub mod exit;
+pub mod idt;
+pub mod paging;
+pub mod port;
+pub mod serial;

@@ -1,0 +1,334 @@
+//! The boot sequence on bare metal (see `main.rs`).
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use core::cell::UnsafeCell;
+use core::panic::PanicInfo;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use buddy_system_allocator::LockedHeap;
+use hypervisor::acpi::{AcpiTables, PhysMemory};
+use hypervisor::arch::x86_64::{cpu, exit, idt, paging, serial};
+use hypervisor::boot::multiboot::{self, BootInfo};
+use hypervisor::boot::cmdline;
+use hypervisor::mm::addr::{Maddr, MemRange};
+use hypervisor::mm::frame_table::FrameTable;
+use hypervisor::mm::heap::{AllocRequest, Heap, HeapTopology};
+use hypervisor::numa::topology::{self, NumaOptions, Topology, TopologyInput};
+use hypervisor::numa::NodeId;
+use hypervisor::report::XlInfo;
+use hypervisor::{print, println};
+use pv_abi::exit::ExitCode;
+
+/// The hypervisor's own small-object heap (Xen's "xenheap"). It starts on a
+/// static arena and grows onto RAM once the memory map is known.
+#[global_allocator]
+static ALLOCATOR: LockedHeap<33> = LockedHeap::empty();
+
+const EARLY_ARENA_SIZE: usize = 2 << 20;
+
+#[repr(C, align(4096))]
+struct Arena(UnsafeCell<[u8; EARLY_ARENA_SIZE]>);
+
+// SAFETY: the arena is handed to the allocator exactly once, at boot, and
+// only ever accessed through it afterwards.
+unsafe impl Sync for Arena {}
+
+static EARLY_ARENA: Arena = Arena(UnsafeCell::new([0; EARLY_ARENA_SIZE]));
+
+extern "C" {
+    static __image_start: u8;
+    static __image_end: u8;
+}
+
+/// Machine memory through the identity map, bounded by what is mapped.
+struct IdentityMap;
+
+/// End of the identity map (grows once, after the memory map is read).
+static MAPPED_LIMIT: AtomicU64 = AtomicU64::new(paging::BOOT_MAPPED_LIMIT);
+
+impl PhysMemory for IdentityMap {
+    fn read(&self, addr: Maddr, buf: &mut [u8]) -> bool {
+        let Some(end) = addr.0.checked_add(buf.len() as u64) else {
+            return false;
+        };
+        // Address 0 is a null pointer to Rust; nothing the hypervisor reads lives there.
+        if addr.0 == 0 || end > MAPPED_LIMIT.load(Ordering::Relaxed) {
+            return false;
+        }
+        // SAFETY: [addr, end) is inside the identity map (checked above), so
+        // it is mapped, readable and does not alias `buf` (the hypervisor's
+        // own memory is never passed to the parsers as a table address; even
+        // if firmware pointed there, reading it is harmless).
+        unsafe { core::ptr::copy_nonoverlapping(addr.0 as *const u8, buf.as_mut_ptr(), buf.len()) };
+        true
+    }
+}
+
+fn console_sink(bytes: &[u8]) {
+    serial::write_bytes(bytes);
+}
+
+fn warn(msg: &str) {
+    println!("numavisor: warning: {msg}");
+}
+
+fn fatal(code: ExitCode, msg: core::fmt::Arguments<'_>) -> ! {
+    println!("numavisor: FATAL: {msg}");
+    exit::exit(code)
+}
+
+/// The image's own memory, from the linker script.
+fn image_range() -> MemRange {
+    // SAFETY: only the addresses of the linker-defined symbols are taken.
+    let (start, end) = unsafe { (&raw const __image_start as u64, &raw const __image_end as u64) };
+    MemRange::new(Maddr(start), Maddr(end))
+}
+
+#[no_mangle]
+extern "C" fn hypervisor_main(magic: u32, info: u32) -> ! {
+    serial::init();
+    hypervisor::console::set_sink(console_sink);
+    idt::init();
+    // SAFETY: the arena is static, page-aligned and used by nothing else.
+    unsafe { ALLOCATOR.lock().init(EARLY_ARENA.0.get() as usize, EARLY_ARENA_SIZE) };
+
+    println!("numavisor: hypervisor {} starting", env!("CARGO_PKG_VERSION"));
+    let boot = match multiboot::parse(&IdentityMap, magic, Maddr(info.into())) {
+        Ok(b) => b,
+        Err(e) => fatal(ExitCode::BadBoot, format_args!("{e}")),
+    };
+    for w in &boot.warnings {
+        warn(w);
+    }
+    print_memory_map(&boot);
+    let options = cmdline::parse(&boot.cmdline);
+    println!("numavisor: command line: '{}'", boot.cmdline);
+    for w in &options.warnings {
+        warn(w);
+    }
+
+    let ram = boot.usable_ram();
+    let mut reserved: Vec<MemRange> = Vec::new();
+    reserved.push(MemRange::from_base_len(0, 1 << 20)); // real-mode and BIOS area
+    reserved.push(image_range());
+    reserved.extend(boot.loader_data.iter().copied());
+    grow_allocator(&ram, &mut reserved);
+    let ram_end = ram.iter().map(|r| r.end.0).max().unwrap_or(0);
+    match paging::extend_identity_map(ram_end) {
+        Ok(limit) => MAPPED_LIMIT.store(limit, Ordering::Relaxed),
+        Err(e) => fatal(ExitCode::BadBoot, format_args!("cannot map all RAM: {e}")),
+    }
+
+    let topology = discover_topology(&ram, &options);
+    let mut heap = build_heap(&topology, &ram, &reserved);
+
+    print_topology(&topology);
+    println!("numavisor: machine (xl info -n):");
+    let free: Vec<u64> = topology.nodes.iter().map(|n| heap.free_pages(n.id)).collect();
+    print!("{}", XlInfo { topology: &topology, free_pages: &free });
+    print!("{}", heap.probe());
+
+    let status = heap_self_test(&mut heap, &topology);
+    println!("numavisor: done: {}", status.describe());
+    exit::exit(status)
+}
+
+fn print_memory_map(boot: &BootInfo) {
+    println!("numavisor: memory map from the boot loader:");
+    for e in &boot.memory_map {
+        println!("numavisor:   {} {}", e.range, e.kind);
+    }
+}
+
+/// Gives the allocator a RAM region big enough for the frame table and the
+/// heap's bookkeeping: 1/128 of RAM (the frame table costs 16 bytes per
+/// 4 KiB page, 1/256) plus 8 MiB, from the lowest RAM that fits below the
+/// boot identity map.
+fn grow_allocator(ram: &[MemRange], reserved: &mut Vec<MemRange>) {
+    let total: u64 = ram.iter().map(MemRange::len).sum();
+    let want = (total / 128 + (8 << 20) + (2 << 20) - 1) & !((2 << 20) - 1);
+    let mut free = Vec::new();
+    for r in ram {
+        multiboot::subtract_into(*r, reserved.iter().copied(), &mut free);
+    }
+    free.sort();
+    let found = free.iter().find_map(|r| {
+        let start = (r.start.0 + (2 << 20) - 1) & !((2 << 20) - 1);
+        let end = start.checked_add(want)?;
+        (end <= r.end.0 && end <= paging::BOOT_MAPPED_LIMIT).then_some(MemRange::new(Maddr(start), Maddr(end)))
+    });
+    let Some(region) = found else {
+        fatal(
+            ExitCode::BadBoot,
+            format_args!("no {} MiB of RAM below 4 GiB for the hypervisor's own heap", want >> 20),
+        )
+    };
+    // SAFETY: `region` is usable RAM, inside the boot identity map, and not
+    // used by anything else (it was subtracted from every reservation and is
+    // recorded as reserved so that the page heap never hands it out).
+    unsafe { ALLOCATOR.lock().add_to_heap(region.start.0 as usize, region.end.0 as usize) };
+    reserved.push(region);
+    println!("numavisor: hypervisor heap: {} ({} MiB)", region, region.len() >> 20);
+}
+
+fn discover_topology(ram: &[MemRange], options: &cmdline::CommandLine) -> Topology {
+    let mut srat = None;
+    let mut slit = None;
+    let mut madt = None;
+    match AcpiTables::discover(&IdentityMap, None) {
+        Ok(mut tables) => {
+            let rsdp = *tables.rsdp();
+            let root = tables.root_signature();
+            print!(
+                "numavisor: ACPI: RSDP at {} revision {}, {} lists:",
+                rsdp.addr, rsdp.revision,
+                core::str::from_utf8(&root).unwrap_or("?")
+            );
+            for t in tables.tables() {
+                print!(" {}", core::str::from_utf8(&t.signature).unwrap_or("????"));
+            }
+            println!();
+            madt = tables.find(b"APIC");
+            srat = tables.find(b"SRAT");
+            slit = tables.find(b"SLIT");
+            for w in tables.take_warnings() {
+                warn(&w);
+            }
+        }
+        Err(e) => warn(&alloc::format!("no usable ACPI tables ({e}): one node, boot CPU only")),
+    }
+    let input = TopologyInput {
+        ram,
+        srat: srat.as_deref(),
+        slit: slit.as_deref(),
+        madt: madt.as_deref(),
+        bsp_apic_id: cpu::apic_id(),
+        apic_id_layout: cpu::apic_id_layout(),
+        options: NumaOptions { off: options.numa_off, fake: options.numa_fake },
+    };
+    topology::build(&input, &mut |w: &str| warn(w))
+}
+
+fn build_heap(topology: &Topology, ram: &[MemRange], reserved: &[MemRange]) -> Heap {
+    let mut ranges = Vec::new();
+    for n in &topology.nodes {
+        for r in &n.memory {
+            ranges.push((*r, n.id));
+        }
+    }
+    let ft = match FrameTable::new(&ranges) {
+        Ok(ft) => ft,
+        Err(e) => fatal(ExitCode::Failure, format_args!("frame table: {e}")),
+    };
+    println!(
+        "numavisor: frame table: {} pages in {} chunks, {} KiB",
+        ft.nr_pages(),
+        ft.chunks().len(),
+        ft.bytes_used() >> 10
+    );
+    let heap_topology = HeapTopology {
+        nr_nodes: topology.nr_nodes(),
+        distances: topology
+            .nodes
+            .iter()
+            .flat_map(|a| topology.nodes.iter().map(move |b| (a.id, b.id)))
+            .map(|(a, b)| topology.distance(a, b))
+            .collect(),
+        cpu_nodes: topology.cpus.iter().map(|c| c.node).collect(),
+    };
+    let mut heap = match Heap::new(ft, heap_topology) {
+        Ok(h) => h,
+        Err(e) => fatal(ExitCode::Failure, format_args!("NUMA heap: {e}")),
+    };
+    let _ = ram;
+    for (range, _) in &ranges {
+        let mut free = Vec::new();
+        multiboot::subtract_into(*range, reserved.iter().copied(), &mut free);
+        for piece in free {
+            if let Err(e) = heap.add_free_range(piece) {
+                warn(&alloc::format!("heap: cannot add {piece}: {e}"));
+            }
+        }
+    }
+    heap
+}
+
+fn print_topology(t: &Topology) {
+    println!("numavisor: NUMA: {} nodes, {} CPUs ({:?})", t.nr_nodes(), t.cpus.len(), t.source);
+    for n in &t.nodes {
+        print!("numavisor: node {} pxm {}: cpus", n.id, n.pxm);
+        if n.cpus.is_empty() {
+            print!(" none");
+        }
+        for c in &n.cpus {
+            print!(" {c}");
+        }
+        print!(", memory");
+        if n.memory.is_empty() {
+            print!(" none");
+        }
+        for r in &n.memory {
+            print!(" {r}");
+        }
+        println!();
+    }
+}
+
+/// Checks the heap on the real machine: an exact-node allocation on every
+/// node with memory lands on it, one on a memoryless node fails, and
+/// freeing everything restores the probe exactly.
+fn heap_self_test(heap: &mut Heap, t: &Topology) -> ExitCode {
+    let before = heap.probe();
+    let mut ok = true;
+    for n in &t.nodes {
+        let result = heap.alloc(0, AllocRequest::exact(n.id));
+        let has_memory = heap.total_pages(n.id) > 0;
+        match result {
+            Ok(mfn) => {
+                let on = heap.frame_table().node_of(mfn);
+                if on != Some(n.id) || !has_memory {
+                    println!("numavisor: heap self-test: exact alloc for node {} got {mfn} on {on:?}", n.id);
+                    ok = false;
+                }
+                if let Err(e) = heap.free(mfn, 0) {
+                    println!("numavisor: heap self-test: free {mfn}: {e}");
+                    ok = false;
+                }
+            }
+            Err(e) if has_memory => {
+                println!("numavisor: heap self-test: exact alloc on node {} failed: {e}", n.id);
+                ok = false;
+            }
+            Err(_) => {}
+        }
+    }
+    if heap.probe() != before {
+        println!("numavisor: heap self-test: the probe differs after freeing everything");
+        ok = false;
+    }
+    if let Err(e) = heap.check_invariants() {
+        println!("numavisor: heap self-test: {e}");
+        ok = false;
+    }
+    println!("numavisor: heap self-test: {}", if ok { "ok" } else { "FAILED" });
+    let _ = NodeId(0);
+    if ok {
+        ExitCode::Success
+    } else {
+        ExitCode::Failure
+    }
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo<'_>) -> ! {
+    let location = info.location();
+    hypervisor::console::print_fmt_unlocked(format_args!(
+        "\nnumavisor: PANIC at {}:{}: {}\n",
+        location.map(|l| l.file()).unwrap_or("?"),
+        location.map(|l| l.line()).unwrap_or(0),
+        info.message()
+    ));
+    exit::exit(ExitCode::Panic)
+}

@@ -1,0 +1,75 @@
+//! The hypervisor command line (`cargo xtask run --append "..."`).
+//!
+//! Options:
+//! - `numa=off`: ignore the firmware's NUMA description; one node.
+//! - `numa=fake=N`: split memory into N nodes as Linux's NUMA emulation does.
+//! - `numa=on`: the default; use SRAT/SLIT.
+//!
+//! Unknown options are reported and ignored, as Xen and Linux do.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// Parsed options.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommandLine {
+    pub numa_off: bool,
+    pub numa_fake: Option<u32>,
+    /// Options that could not be used, each with the reason.
+    pub warnings: Vec<String>,
+}
+
+/// Parses a command line; never fails, bad options become warnings.
+pub fn parse(cmdline: &str) -> CommandLine {
+    let mut out = CommandLine::default();
+    for word in cmdline.split_whitespace() {
+        let (key, value) = match word.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (word, None),
+        };
+        match (key, value) {
+            ("numa", Some("off")) => {
+                out.numa_off = true;
+                out.numa_fake = None;
+            }
+            ("numa", Some("on")) => out.numa_off = false,
+            ("numa", Some(v)) if v.starts_with("fake=") => {
+                let n = &v["fake=".len()..];
+                match n.parse::<u32>() {
+                    Ok(n) if n >= 1 => {
+                        out.numa_fake = Some(n);
+                        out.numa_off = false;
+                    }
+                    _ => out.warnings.push(format!("numa=fake={n}: expected a node count >= 1; ignored")),
+                }
+            }
+            ("numa", v) => out.warnings.push(format!(
+                "numa={}: expected off, on or fake=N; ignored",
+                v.unwrap_or("")
+            )),
+            _ => out.warnings.push(format!("unknown option '{word}'; ignored")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numa_options() {
+        assert_eq!(parse(""), CommandLine::default());
+        assert!(parse("numa=off").numa_off);
+        assert_eq!(parse("numa=fake=4").numa_fake, Some(4));
+        let c = parse("numa=fake=4 numa=off");
+        assert!(c.numa_off);
+        assert_eq!(c.numa_fake, None);
+        for bad in ["numa=fake=0", "numa=fake=x", "numa=fake=", "numa=maybe", "numa", "frobnicate"] {
+            let c = parse(bad);
+            assert_eq!(c.warnings.len(), 1, "{bad}");
+            assert!(!c.numa_off && c.numa_fake.is_none(), "{bad}");
+        }
+    }
+}

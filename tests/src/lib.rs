@@ -1,0 +1,222 @@
+//! Helpers for the QEMU integration tests: boot a machine through the same
+//! code as `cargo xtask run`, and read back what the hypervisor printed.
+//!
+//! The hypervisor prints the machine in the format of Xen's `xl info -n`
+//! (see the README, "What the hypervisor prints"); this crate parses it.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use xtask::images;
+use xtask::machine::MachineSpec;
+use xtask::qemu::{self, RunConfig, RunResult};
+
+/// The hypervisor image and QEMU, found once per test binary.
+struct Tools {
+    hypervisor: PathBuf,
+    qemu: PathBuf,
+}
+
+fn tools() -> &'static Tools {
+    static TOOLS: OnceLock<Tools> = OnceLock::new();
+    TOOLS.get_or_init(|| {
+        // `cargo xtask test` builds the image and passes its path; a plain
+        // `cargo test` builds it here, in its own target directory so that
+        // it does not wait on the outer cargo's lock.
+        let hypervisor = match std::env::var_os("NUMAVISOR_HYPERVISOR") {
+            Some(p) => PathBuf::from(p),
+            None => {
+                let dir = images::workspace_root().join("target").join("qemu-tests");
+                match images::build(Some(&dir)) {
+                    Ok(i) => i.hypervisor,
+                    Err(e) => panic!("cannot build the hypervisor image: {e}"),
+                }
+            }
+        };
+        let qemu = match std::env::var_os("NUMAVISOR_QEMU") {
+            Some(p) => PathBuf::from(p),
+            None => qemu::ensure_qemu().unwrap_or_else(|e| panic!("{e}")),
+        };
+        Tools { hypervisor, qemu }
+    })
+}
+
+/// Boots the hypervisor on `spec` with `extra_cmdline` appended.
+pub fn boot(spec: &MachineSpec, extra_cmdline: &str) -> RunResult {
+    boot_with(spec.qemu_args(), &format!("{} {}", spec.cmdline, extra_cmdline))
+}
+
+/// Boots the hypervisor on a machine given as QEMU arguments.
+pub fn boot_with(machine_args: Vec<String>, cmdline: &str) -> RunResult {
+    let t = tools();
+    let cfg = RunConfig {
+        kernel: t.hypervisor.clone(),
+        modules: Vec::new(),
+        cmdline: cmdline.trim().to_string(),
+        machine_args,
+        timeout: xtask::DEFAULT_TIMEOUT,
+        gdb: false,
+        echo: false,
+    };
+    qemu::run(&t.qemu, &cfg).unwrap_or_else(|e| panic!("cannot run QEMU: {e}"))
+}
+
+/// One row of `xl info -n`'s cpu_topology table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuRow {
+    pub cpu: u32,
+    pub core: u32,
+    pub socket: u32,
+    pub node: u32,
+}
+
+/// One row of `xl info -n`'s numa_info table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRow {
+    pub node: u32,
+    pub memsize_mib: u64,
+    pub memfree_mib: u64,
+    pub distances: Vec<u32>,
+}
+
+/// One non-empty free list of the heap probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeRow {
+    pub node: u32,
+    pub zone: u32,
+    pub order: u32,
+    pub blocks: u64,
+    pub pages: u64,
+}
+
+/// One node's totals in the heap probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeNode {
+    pub node: u32,
+    pub total_pages: u64,
+    pub free_pages: u64,
+}
+
+/// What the hypervisor printed about the machine.
+#[derive(Clone, Debug, Default)]
+pub struct MachineReport {
+    pub nr_cpus: Option<u32>,
+    pub nr_nodes: Option<u32>,
+    pub cpus: Vec<CpuRow>,
+    pub nodes: Vec<NodeRow>,
+    pub probe_nodes: Vec<ProbeNode>,
+    pub probe: Vec<ProbeRow>,
+    pub warnings: Vec<String>,
+}
+
+fn field(line: &str, name: &str) -> Option<u32> {
+    let rest = line.strip_prefix(name)?.trim_start();
+    rest.strip_prefix(':')?.trim().parse().ok()
+}
+
+/// Parses the console output of one run.
+pub fn parse_report(console: &str) -> MachineReport {
+    #[derive(PartialEq)]
+    enum Section {
+        None,
+        Cpus,
+        Nodes,
+    }
+    let mut r = MachineReport::default();
+    let mut section = Section::None;
+    for line in console.lines() {
+        let line = line.trim_end();
+        if let Some(w) = line.strip_prefix("numavisor: warning: ") {
+            r.warnings.push(w.to_string());
+        }
+        if let Some(v) = field(line, "nr_cpus") {
+            r.nr_cpus = Some(v);
+        }
+        if let Some(v) = field(line, "nr_nodes") {
+            r.nr_nodes = Some(v);
+        }
+        if line.starts_with("cpu:") {
+            section = Section::Cpus;
+            continue;
+        }
+        if line.starts_with("node:") {
+            section = Section::Nodes;
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("heap probe: ") {
+            parse_probe_line(rest, &mut r);
+            continue;
+        }
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let first = cols.first().and_then(|c| c.strip_suffix(':')).and_then(|c| c.parse::<u32>().ok());
+        match (&section, first) {
+            (Section::Cpus, Some(cpu)) if cols.len() == 4 => {
+                let n: Vec<u32> = cols[1..].iter().filter_map(|c| c.parse().ok()).collect();
+                if let [core, socket, node] = n[..] {
+                    r.cpus.push(CpuRow { cpu, core, socket, node });
+                }
+            }
+            (Section::Nodes, Some(node)) if cols.len() == 4 => {
+                let distances = cols[3].split(',').filter_map(|d| d.parse().ok()).collect();
+                if let (Ok(memsize_mib), Ok(memfree_mib)) = (cols[1].parse(), cols[2].parse()) {
+                    r.nodes.push(NodeRow { node, memsize_mib, memfree_mib, distances });
+                }
+            }
+            _ => {
+                if !line.starts_with(' ') && !line.is_empty() {
+                    section = Section::None;
+                }
+            }
+        }
+    }
+    r
+}
+
+/// `node N total T free F` or `node N zone Z order O blocks B pages P`.
+fn parse_probe_line(rest: &str, r: &mut MachineReport) {
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let value = |key: &str| -> Option<u64> {
+        let i = words.iter().position(|w| *w == key)?;
+        words.get(i + 1)?.parse().ok()
+    };
+    let Some(node) = value("node") else { return };
+    if let (Some(total_pages), Some(free_pages)) = (value("total"), value("free")) {
+        r.probe_nodes.push(ProbeNode { node: node as u32, total_pages, free_pages });
+    } else if let (Some(zone), Some(order), Some(blocks), Some(pages)) =
+        (value("zone"), value("order"), value("blocks"), value("pages"))
+    {
+        r.probe.push(ProbeRow { node: node as u32, zone: zone as u32, order: order as u32, blocks, pages });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_xl_info_and_probe() {
+        let out = "numavisor: warning: no SRAT: one node\n\
+nr_cpus                : 2\n\
+nr_nodes               : 2\n\
+cpu_topology           :\n\
+cpu:    core    socket     node\n\
+  0:       0        0        0\n\
+  1:       1        0        1\n\
+numa_info              :\n\
+node:    memsize    memfree    distances\n\
+   0:       511        490      10,20\n\
+   1:       512        512      20,10\n\
+heap probe: node 0 total 130000 free 125000\n\
+heap probe: node 0 zone 17 order 3 blocks 2 pages 16\n\
+numavisor: done\n";
+        let r = parse_report(out);
+        assert_eq!(r.nr_cpus, Some(2));
+        assert_eq!(r.nr_nodes, Some(2));
+        assert_eq!(r.cpus[1], CpuRow { cpu: 1, core: 1, socket: 0, node: 1 });
+        assert_eq!(r.nodes[0].distances, vec![10, 20]);
+        assert_eq!(r.nodes[1].memfree_mib, 512);
+        assert_eq!(r.probe_nodes, vec![ProbeNode { node: 0, total_pages: 130000, free_pages: 125000 }]);
+        assert_eq!(r.probe[0], ProbeRow { node: 0, zone: 17, order: 3, blocks: 2, pages: 16 });
+        assert_eq!(r.warnings, vec!["no SRAT: one node".to_string()]);
+    }
+}
