@@ -4,16 +4,17 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
+use core::mem::size_of;
 use core::panic::PanicInfo;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use buddy_system_allocator::LockedHeap;
 use hypervisor::acpi::{AcpiTables, PhysMemory};
 use hypervisor::arch::x86_64::{cpu, exit, idt, paging, serial};
-use hypervisor::boot::multiboot::{self, BootInfo};
 use hypervisor::boot::cmdline;
-use hypervisor::mm::addr::{Maddr, MemRange};
-use hypervisor::mm::frame_table::FrameTable;
+use hypervisor::boot::multiboot::{self, BootInfo};
+use hypervisor::mm::addr::{Maddr, MemRange, PAGE_SHIFT};
+use hypervisor::mm::frame_table::{FrameTable, PageInfo};
 use hypervisor::mm::heap::{AllocRequest, Heap, HeapTopology};
 use hypervisor::numa::topology::{self, NumaOptions, Topology, TopologyInput};
 use hypervisor::numa::NodeId;
@@ -81,8 +82,11 @@ fn fatal(code: ExitCode, msg: core::fmt::Arguments<'_>) -> ! {
 
 /// The image's own memory, from the linker script.
 fn image_range() -> MemRange {
-    // SAFETY: only the addresses of the linker-defined symbols are taken.
-    let (start, end) = unsafe { (&raw const __image_start as u64, &raw const __image_end as u64) };
+    // Only the addresses of the linker-defined symbols are taken, never their contents.
+    let (start, end) = (
+        &raw const __image_start as u64,
+        &raw const __image_end as u64,
+    );
     MemRange::new(Maddr(start), Maddr(end))
 }
 
@@ -92,9 +96,16 @@ extern "C" fn hypervisor_main(magic: u32, info: u32) -> ! {
     hypervisor::console::set_sink(console_sink);
     idt::init();
     // SAFETY: the arena is static, page-aligned and used by nothing else.
-    unsafe { ALLOCATOR.lock().init(EARLY_ARENA.0.get() as usize, EARLY_ARENA_SIZE) };
+    unsafe {
+        ALLOCATOR
+            .lock()
+            .init(EARLY_ARENA.0.get() as usize, EARLY_ARENA_SIZE)
+    };
 
-    println!("numavisor: hypervisor {} starting", env!("CARGO_PKG_VERSION"));
+    println!(
+        "numavisor: hypervisor {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
     let boot = match multiboot::parse(&IdentityMap, magic, Maddr(info.into())) {
         Ok(b) => b,
         Err(e) => fatal(ExitCode::BadBoot, format_args!("{e}")),
@@ -126,8 +137,18 @@ extern "C" fn hypervisor_main(magic: u32, info: u32) -> ! {
 
     print_topology(&topology);
     println!("numavisor: machine (xl info -n):");
-    let free: Vec<u64> = topology.nodes.iter().map(|n| heap.free_pages(n.id)).collect();
-    print!("{}", XlInfo { topology: &topology, free_pages: &free });
+    let free: Vec<u64> = topology
+        .nodes
+        .iter()
+        .map(|n| heap.free_pages(n.id))
+        .collect();
+    print!(
+        "{}",
+        XlInfo {
+            topology: &topology,
+            free_pages: &free
+        }
+    );
     print!("{}", heap.probe());
 
     let status = heap_self_test(&mut heap, &topology);
@@ -143,34 +164,54 @@ fn print_memory_map(boot: &BootInfo) {
 }
 
 /// Gives the allocator a RAM region big enough for the frame table and the
-/// heap's bookkeeping: 1/128 of RAM (the frame table costs 16 bytes per
-/// 4 KiB page, 1/256) plus 8 MiB, from the lowest RAM that fits below the
-/// boot identity map.
+/// heap's bookkeeping, from the lowest free RAM below the boot identity map.
+///
+/// The allocator is a buddy allocator: the frame table (one allocation of
+/// 16 bytes per page) is rounded up to a power of two and needs a block
+/// aligned to that size, so the region starts at such an alignment and
+/// holds that block plus 8 MiB for everything else.
 fn grow_allocator(ram: &[MemRange], reserved: &mut Vec<MemRange>) {
-    let total: u64 = ram.iter().map(MemRange::len).sum();
-    let want = (total / 128 + (8 << 20) + (2 << 20) - 1) & !((2 << 20) - 1);
+    const SMALL_OBJECTS: u64 = 8 << 20;
+    let pages: u64 = ram.iter().map(|r| r.len() >> PAGE_SHIFT).sum();
+    let frame_table = (pages * size_of::<PageInfo>() as u64)
+        .next_power_of_two()
+        .max(2 << 20);
+    let want = frame_table + SMALL_OBJECTS;
     let mut free = Vec::new();
     for r in ram {
         multiboot::subtract_into(*r, reserved.iter().copied(), &mut free);
     }
     free.sort();
     let found = free.iter().find_map(|r| {
-        let start = (r.start.0 + (2 << 20) - 1) & !((2 << 20) - 1);
+        let start = r.start.0.checked_next_multiple_of(frame_table)?;
         let end = start.checked_add(want)?;
-        (end <= r.end.0 && end <= paging::BOOT_MAPPED_LIMIT).then_some(MemRange::new(Maddr(start), Maddr(end)))
+        (end <= r.end.0 && end <= paging::BOOT_MAPPED_LIMIT)
+            .then_some(MemRange::new(Maddr(start), Maddr(end)))
     });
     let Some(region) = found else {
         fatal(
             ExitCode::BadBoot,
-            format_args!("no {} MiB of RAM below 4 GiB for the hypervisor's own heap", want >> 20),
+            format_args!(
+                "no {} MiB of RAM aligned to {} MiB below 4 GiB for the hypervisor's own heap",
+                want >> 20,
+                frame_table >> 20
+            ),
         )
     };
     // SAFETY: `region` is usable RAM, inside the boot identity map, and not
     // used by anything else (it was subtracted from every reservation and is
     // recorded as reserved so that the page heap never hands it out).
-    unsafe { ALLOCATOR.lock().add_to_heap(region.start.0 as usize, region.end.0 as usize) };
+    unsafe {
+        ALLOCATOR
+            .lock()
+            .add_to_heap(region.start.0 as usize, region.end.0 as usize)
+    };
     reserved.push(region);
-    println!("numavisor: hypervisor heap: {} ({} MiB)", region, region.len() >> 20);
+    println!(
+        "numavisor: hypervisor heap: {} ({} MiB)",
+        region,
+        region.len() >> 20
+    );
 }
 
 fn discover_topology(ram: &[MemRange], options: &cmdline::CommandLine) -> Topology {
@@ -183,7 +224,8 @@ fn discover_topology(ram: &[MemRange], options: &cmdline::CommandLine) -> Topolo
             let root = tables.root_signature();
             print!(
                 "numavisor: ACPI: RSDP at {} revision {}, {} lists:",
-                rsdp.addr, rsdp.revision,
+                rsdp.addr,
+                rsdp.revision,
                 core::str::from_utf8(&root).unwrap_or("?")
             );
             for t in tables.tables() {
@@ -197,7 +239,9 @@ fn discover_topology(ram: &[MemRange], options: &cmdline::CommandLine) -> Topolo
                 warn(&w);
             }
         }
-        Err(e) => warn(&alloc::format!("no usable ACPI tables ({e}): one node, boot CPU only")),
+        Err(e) => warn(&alloc::format!(
+            "no usable ACPI tables ({e}): one node, boot CPU only"
+        )),
     }
     let input = TopologyInput {
         ram,
@@ -206,7 +250,10 @@ fn discover_topology(ram: &[MemRange], options: &cmdline::CommandLine) -> Topolo
         madt: madt.as_deref(),
         bsp_apic_id: cpu::apic_id(),
         apic_id_layout: cpu::apic_id_layout(),
-        options: NumaOptions { off: options.numa_off, fake: options.numa_fake },
+        options: NumaOptions {
+            off: options.numa_off,
+            fake: options.numa_fake,
+        },
     };
     topology::build(&input, &mut |w: &str| warn(w))
 }
@@ -256,7 +303,12 @@ fn build_heap(topology: &Topology, ram: &[MemRange], reserved: &[MemRange]) -> H
 }
 
 fn print_topology(t: &Topology) {
-    println!("numavisor: NUMA: {} nodes, {} CPUs ({:?})", t.nr_nodes(), t.cpus.len(), t.source);
+    println!(
+        "numavisor: NUMA: {} nodes, {} CPUs ({:?})",
+        t.nr_nodes(),
+        t.cpus.len(),
+        t.source
+    );
     for n in &t.nodes {
         print!("numavisor: node {} pxm {}: cpus", n.id, n.pxm);
         if n.cpus.is_empty() {
@@ -289,7 +341,10 @@ fn heap_self_test(heap: &mut Heap, t: &Topology) -> ExitCode {
             Ok(mfn) => {
                 let on = heap.frame_table().node_of(mfn);
                 if on != Some(n.id) || !has_memory {
-                    println!("numavisor: heap self-test: exact alloc for node {} got {mfn} on {on:?}", n.id);
+                    println!(
+                        "numavisor: heap self-test: exact alloc for node {} got {mfn} on {on:?}",
+                        n.id
+                    );
                     ok = false;
                 }
                 if let Err(e) = heap.free(mfn, 0) {
@@ -298,7 +353,10 @@ fn heap_self_test(heap: &mut Heap, t: &Topology) -> ExitCode {
                 }
             }
             Err(e) if has_memory => {
-                println!("numavisor: heap self-test: exact alloc on node {} failed: {e}", n.id);
+                println!(
+                    "numavisor: heap self-test: exact alloc on node {} failed: {e}",
+                    n.id
+                );
                 ok = false;
             }
             Err(_) => {}
@@ -312,7 +370,10 @@ fn heap_self_test(heap: &mut Heap, t: &Topology) -> ExitCode {
         println!("numavisor: heap self-test: {e}");
         ok = false;
     }
-    println!("numavisor: heap self-test: {}", if ok { "ok" } else { "FAILED" });
+    println!(
+        "numavisor: heap self-test: {}",
+        if ok { "ok" } else { "FAILED" }
+    );
     let _ = NodeId(0);
     if ok {
         ExitCode::Success

@@ -69,7 +69,11 @@ impl fmt::Display for XlInfo<'_> {
         writeln!(f, "cpu_topology           :")?;
         writeln!(f, "cpu:    core    socket     node")?;
         for c in &t.cpus {
-            writeln!(f, "{:3}:    {:4}     {:4}     {:4}", c.id.0, c.core, c.socket, c.node.0)?;
+            writeln!(
+                f,
+                "{:3}:    {:4}     {:4}     {:4}",
+                c.id.0, c.core, c.socket, c.node.0
+            )?;
         }
         writeln!(f, "numa_info              :")?;
         writeln!(f, "node:    memsize    memfree    distances")?;

@@ -44,7 +44,9 @@ impl ExitCode {
 
     /// Maps a QEMU process exit status back to the code the hypervisor wrote.
     pub fn from_qemu_status(status: i32) -> Option<ExitCode> {
-        ExitCode::ALL.into_iter().find(|c| c.qemu_status() == status)
+        ExitCode::ALL
+            .into_iter()
+            .find(|c| c.qemu_status() == status)
     }
 
     /// A short human description.

@@ -43,7 +43,10 @@ fn tools() -> &'static Tools {
 
 /// Boots the hypervisor on `spec` with `extra_cmdline` appended.
 pub fn boot(spec: &MachineSpec, extra_cmdline: &str) -> RunResult {
-    boot_with(spec.qemu_args(), &format!("{} {}", spec.cmdline, extra_cmdline))
+    boot_with(
+        spec.qemu_args(),
+        &format!("{} {}", spec.cmdline, extra_cmdline),
+    )
 }
 
 /// Boots the hypervisor on a machine given as QEMU arguments.
@@ -148,18 +151,31 @@ pub fn parse_report(console: &str) -> MachineReport {
             continue;
         }
         let cols: Vec<&str> = line.split_whitespace().collect();
-        let first = cols.first().and_then(|c| c.strip_suffix(':')).and_then(|c| c.parse::<u32>().ok());
+        let first = cols
+            .first()
+            .and_then(|c| c.strip_suffix(':'))
+            .and_then(|c| c.parse::<u32>().ok());
         match (&section, first) {
             (Section::Cpus, Some(cpu)) if cols.len() == 4 => {
                 let n: Vec<u32> = cols[1..].iter().filter_map(|c| c.parse().ok()).collect();
                 if let [core, socket, node] = n[..] {
-                    r.cpus.push(CpuRow { cpu, core, socket, node });
+                    r.cpus.push(CpuRow {
+                        cpu,
+                        core,
+                        socket,
+                        node,
+                    });
                 }
             }
             (Section::Nodes, Some(node)) if cols.len() == 4 => {
                 let distances = cols[3].split(',').filter_map(|d| d.parse().ok()).collect();
                 if let (Ok(memsize_mib), Ok(memfree_mib)) = (cols[1].parse(), cols[2].parse()) {
-                    r.nodes.push(NodeRow { node, memsize_mib, memfree_mib, distances });
+                    r.nodes.push(NodeRow {
+                        node,
+                        memsize_mib,
+                        memfree_mib,
+                        distances,
+                    });
                 }
             }
             _ => {
@@ -181,11 +197,24 @@ fn parse_probe_line(rest: &str, r: &mut MachineReport) {
     };
     let Some(node) = value("node") else { return };
     if let (Some(total_pages), Some(free_pages)) = (value("total"), value("free")) {
-        r.probe_nodes.push(ProbeNode { node: node as u32, total_pages, free_pages });
-    } else if let (Some(zone), Some(order), Some(blocks), Some(pages)) =
-        (value("zone"), value("order"), value("blocks"), value("pages"))
-    {
-        r.probe.push(ProbeRow { node: node as u32, zone: zone as u32, order: order as u32, blocks, pages });
+        r.probe_nodes.push(ProbeNode {
+            node: node as u32,
+            total_pages,
+            free_pages,
+        });
+    } else if let (Some(zone), Some(order), Some(blocks), Some(pages)) = (
+        value("zone"),
+        value("order"),
+        value("blocks"),
+        value("pages"),
+    ) {
+        r.probe.push(ProbeRow {
+            node: node as u32,
+            zone: zone as u32,
+            order: order as u32,
+            blocks,
+            pages,
+        });
     }
 }
 
@@ -212,11 +241,35 @@ numavisor: done\n";
         let r = parse_report(out);
         assert_eq!(r.nr_cpus, Some(2));
         assert_eq!(r.nr_nodes, Some(2));
-        assert_eq!(r.cpus[1], CpuRow { cpu: 1, core: 1, socket: 0, node: 1 });
+        assert_eq!(
+            r.cpus[1],
+            CpuRow {
+                cpu: 1,
+                core: 1,
+                socket: 0,
+                node: 1
+            }
+        );
         assert_eq!(r.nodes[0].distances, vec![10, 20]);
         assert_eq!(r.nodes[1].memfree_mib, 512);
-        assert_eq!(r.probe_nodes, vec![ProbeNode { node: 0, total_pages: 130000, free_pages: 125000 }]);
-        assert_eq!(r.probe[0], ProbeRow { node: 0, zone: 17, order: 3, blocks: 2, pages: 16 });
+        assert_eq!(
+            r.probe_nodes,
+            vec![ProbeNode {
+                node: 0,
+                total_pages: 130000,
+                free_pages: 125000
+            }]
+        );
+        assert_eq!(
+            r.probe[0],
+            ProbeRow {
+                node: 0,
+                zone: 17,
+                order: 3,
+                blocks: 2,
+                pages: 16
+            }
+        );
         assert_eq!(r.warnings, vec!["no SRAT: one node".to_string()]);
     }
 }

@@ -47,15 +47,28 @@ fn expected_from_spec(spec: &MachineSpec) -> Vec<ExpectedNode> {
         .map(|&q| ExpectedNode {
             mem_mib: spec.nodes[q].mem_mib,
             cpus: spec.nodes[q].cpus.clone(),
-            distances: order.iter().map(|&r| u32::from(spec.distance(q, r))).collect(),
+            distances: order
+                .iter()
+                .map(|&r| u32::from(spec.distance(q, r)))
+                .collect(),
         })
         .collect()
 }
 
 fn check_against(name: &str, report: &MachineReport, expected: &[ExpectedNode], console: &str) {
     let ctx = || format!("machine '{name}'\n--- console ---\n{console}");
-    assert_eq!(report.nr_nodes, Some(expected.len() as u32), "node count; {}", ctx());
-    assert_eq!(report.nodes.len(), expected.len(), "numa_info rows; {}", ctx());
+    assert_eq!(
+        report.nr_nodes,
+        Some(expected.len() as u32),
+        "node count; {}",
+        ctx()
+    );
+    assert_eq!(
+        report.nodes.len(),
+        expected.len(),
+        "numa_info rows; {}",
+        ctx()
+    );
     let nr_cpus: usize = expected.iter().map(|e| e.cpus.len()).sum();
     assert_eq!(report.nr_cpus, Some(nr_cpus as u32), "CPU count; {}", ctx());
     assert_eq!(report.cpus.len(), nr_cpus, "cpu_topology rows; {}", ctx());
@@ -69,9 +82,18 @@ fn check_against(name: &str, report: &MachineReport, expected: &[ExpectedNode], 
             e.mem_mib,
             ctx()
         );
-        assert!(row.memfree_mib <= row.memsize_mib, "node {id}: more free than present; {}", ctx());
+        assert!(
+            row.memfree_mib <= row.memsize_mib,
+            "node {id}: more free than present; {}",
+            ctx()
+        );
         assert_eq!(row.distances, e.distances, "node {id} distances; {}", ctx());
-        let mut cpus: Vec<u32> = report.cpus.iter().filter(|c| c.node == id as u32).map(|c| c.cpu).collect();
+        let mut cpus: Vec<u32> = report
+            .cpus
+            .iter()
+            .filter(|c| c.node == id as u32)
+            .map(|c| c.cpu)
+            .collect();
         cpus.sort_unstable();
         assert_eq!(cpus, e.cpus, "node {id} CPUs; {}", ctx());
     }
@@ -80,17 +102,38 @@ fn check_against(name: &str, report: &MachineReport, expected: &[ExpectedNode], 
 
 /// The heap probe agrees with itself and with `xl info -n`.
 fn check_probe(report: &MachineReport, console: &str) {
-    assert_eq!(report.probe_nodes.len(), report.nodes.len(), "probe covers every node\n{console}");
+    assert_eq!(
+        report.probe_nodes.len(),
+        report.nodes.len(),
+        "probe covers every node\n{console}"
+    );
     for n in &report.probe_nodes {
-        let listed: u64 = report.probe.iter().filter(|r| r.node == n.node).map(|r| r.pages).sum();
-        assert_eq!(listed, n.free_pages, "node {}: probe rows add up to its free pages\n{console}", n.node);
+        let listed: u64 = report
+            .probe
+            .iter()
+            .filter(|r| r.node == n.node)
+            .map(|r| r.pages)
+            .sum();
+        assert_eq!(
+            listed, n.free_pages,
+            "node {}: probe rows add up to its free pages\n{console}",
+            n.node
+        );
         for r in report.probe.iter().filter(|r| r.node == n.node) {
             assert_eq!(r.pages, r.blocks << r.order, "probe row {r:?}\n{console}");
         }
         let row = &report.nodes[n.node as usize];
-        assert_eq!(n.free_pages >> 8, row.memfree_mib, "node {} free MiB\n{console}", n.node);
+        assert_eq!(
+            n.free_pages >> 8,
+            row.memfree_mib,
+            "node {} free MiB\n{console}",
+            n.node
+        );
     }
-    assert!(console.contains("heap self-test: ok"), "heap self-test\n{console}");
+    assert!(
+        console.contains("heap self-test: ok"),
+        "heap self-test\n{console}"
+    );
 }
 
 fn check_preset(name: &str) {
@@ -107,7 +150,10 @@ fn default_machine() {
 fn one_node_without_srat() {
     let (spec, report, console) = boot_ok("uma");
     check_against("uma", &report, &expected_from_spec(&spec), &console);
-    assert!(report.warnings.iter().any(|w| w.contains("SRAT")), "a warning names the missing SRAT\n{console}");
+    assert!(
+        report.warnings.iter().any(|w| w.contains("SRAT")),
+        "a warning names the missing SRAT\n{console}"
+    );
 }
 
 #[test]
@@ -148,18 +194,33 @@ fn numa_fake_interleaves_over_physical_nodes() {
     // physical nodes (0, 1, 0, 1), each about a quarter of memory.
     assert_eq!(report.nodes.len(), 4, "{console}");
     let total: u64 = report.nodes.iter().map(|n| n.memsize_mib).sum();
-    assert!(total + FIRMWARE_SLACK_MIB >= spec.total_mem_mib(), "{console}");
+    assert!(
+        total + FIRMWARE_SLACK_MIB >= spec.total_mem_mib(),
+        "{console}"
+    );
     for n in &report.nodes {
-        assert!((200..=300).contains(&n.memsize_mib), "node {} has {} MiB\n{console}", n.node, n.memsize_mib);
+        assert!(
+            (200..=300).contains(&n.memsize_mib),
+            "node {} has {} MiB\n{console}",
+            n.node,
+            n.memsize_mib
+        );
     }
     let phys = [0usize, 1, 0, 1];
     for (i, n) in report.nodes.iter().enumerate() {
-        let want: Vec<u32> = (0..4).map(|j| u32::from(spec.distance(phys[i], phys[j]))).collect();
+        let want: Vec<u32> = (0..4)
+            .map(|j| u32::from(spec.distance(phys[i], phys[j])))
+            .collect();
         assert_eq!(n.distances, want, "fake node {i}\n{console}");
     }
     // A CPU goes to the first fake node on its physical node.
     for c in &report.cpus {
-        assert_eq!(c.node, if c.cpu < 2 { 0 } else { 1 }, "cpu {}\n{console}", c.cpu);
+        assert_eq!(
+            c.node,
+            if c.cpu < 2 { 0 } else { 1 },
+            "cpu {}\n{console}",
+            c.cpu
+        );
     }
     check_probe(&report, &console);
 }

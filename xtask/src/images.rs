@@ -26,7 +26,13 @@ pub fn ensure_target() -> Result<(), String> {
         .current_dir(workspace_root())
         .output();
     match installed {
-        Ok(out) if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == TARGET) => Ok(()),
+        Ok(out)
+            if String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == TARGET) =>
+        {
+            Ok(())
+        }
         Ok(_) => {
             eprintln!("xtask: adding the Rust target {TARGET}");
             let status = Command::new("rustup")
@@ -57,8 +63,16 @@ pub fn build(target_dir: Option<&Path>) -> Result<Images, String> {
     ensure_target()?;
     let root = workspace_root();
     let mut cmd = Command::new(cargo());
-    cmd.current_dir(&root)
-        .args(["build", "--release", "--package", "hypervisor", "--bin", "hypervisor", "--target", TARGET]);
+    cmd.current_dir(&root).args([
+        "build",
+        "--release",
+        "--package",
+        "hypervisor",
+        "--bin",
+        "hypervisor",
+        "--target",
+        TARGET,
+    ]);
     if let Some(dir) = target_dir {
         cmd.arg("--target-dir").arg(dir);
     }
@@ -66,10 +80,15 @@ pub fn build(target_dir: Option<&Path>) -> Result<Images, String> {
     if !status.success() {
         return Err(format!("building the hypervisor failed ({status})"));
     }
-    let dir = target_dir.map(Path::to_path_buf).unwrap_or_else(|| root.join("target"));
+    let dir = target_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root.join("target"));
     let hypervisor = dir.join(TARGET).join("release").join("hypervisor");
     if !hypervisor.is_file() {
-        return Err(format!("the build did not produce {}", hypervisor.display()));
+        return Err(format!(
+            "the build did not produce {}",
+            hypervisor.display()
+        ));
     }
     Ok(Images { hypervisor })
 }

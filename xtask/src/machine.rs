@@ -52,7 +52,10 @@ impl MachineSpec {
             let mut desc = format!("node,nodeid={id}");
             if node.mem_mib > 0 {
                 args.push("-object".into());
-                args.push(format!("memory-backend-ram,id=mem{id},size={}M", node.mem_mib));
+                args.push(format!(
+                    "memory-backend-ram,id=mem{id},size={}M",
+                    node.mem_mib
+                ));
                 let _ = write!(desc, ",memdev=mem{id}");
             }
             for range in cpu_ranges(&node.cpus) {
@@ -125,14 +128,21 @@ fn cpu_ranges(cpus: &[u32]) -> Vec<String> {
             i += 1;
             end = sorted[i];
         }
-        out.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
         i += 1;
     }
     out
 }
 
 fn node(mem_mib: u64, cpus: &[u32]) -> NodeSpec {
-    NodeSpec { mem_mib, cpus: cpus.to_vec() }
+    NodeSpec {
+        mem_mib,
+        cpus: cpus.to_vec(),
+    }
 }
 
 /// The built-in machines. The first is the default.
@@ -153,7 +163,12 @@ pub fn presets() -> Vec<MachineSpec> {
         MachineSpec {
             name: "default",
             summary: "4 nodes: 0 and 1 with memory and CPUs, 2 memoryless with CPUs, 3 CPU-less",
-            nodes: vec![node(512, &[0, 1]), node(512, &[2, 3]), node(0, &[4, 5]), node(512, &[])],
+            nodes: vec![
+                node(512, &[0, 1]),
+                node(512, &[2, 3]),
+                node(0, &[4, 5]),
+                node(512, &[]),
+            ],
             distances: Some(vec![
                 vec![10, 20, 30, 40],
                 vec![20, 10, 20, 30],

@@ -65,15 +65,17 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
         match arg.as_str() {
             "--topology" | "-t" => {
                 let name = it.next().ok_or("--topology needs a name")?;
-                out.machine = Some(
-                    machine::preset(name)
-                        .ok_or_else(|| format!("no preset named '{name}' (see `cargo xtask help`)"))?,
-                );
+                out.machine =
+                    Some(machine::preset(name).ok_or_else(|| {
+                        format!("no preset named '{name}' (see `cargo xtask help`)")
+                    })?);
             }
             "--append" => out.append = it.next().ok_or("--append needs a value")?.clone(),
             "--timeout" => {
                 let v = it.next().ok_or("--timeout needs seconds")?;
-                let secs: u64 = v.parse().map_err(|_| format!("--timeout: '{v}' is not a number of seconds"))?;
+                let secs: u64 = v
+                    .parse()
+                    .map_err(|_| format!("--timeout: '{v}' is not a number of seconds"))?;
                 out.timeout = Duration::from_secs(secs);
             }
             "--gdb" => out.gdb = true,
@@ -144,14 +146,33 @@ fn cargo() -> Command {
 fn cmd_test() -> Result<i32, String> {
     images::ensure_target()?;
     let qemu = qemu::ensure_qemu()?;
-    step("cargo fmt --check", cargo().args(["fmt", "--all", "--check"]))?;
+    step(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--check"]),
+    )?;
     step(
         "clippy (host)",
-        cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
     )?;
     step(
         "clippy (bare metal)",
-        cargo().args(["clippy", "--package", "hypervisor", "--target", TARGET, "--", "-D", "warnings"]),
+        cargo().args([
+            "clippy",
+            "--package",
+            "hypervisor",
+            "--target",
+            TARGET,
+            "--",
+            "-D",
+            "warnings",
+        ]),
     )?;
     let images = images::build(None)?;
     step(
@@ -188,4 +209,3 @@ fn main() -> ExitCode {
         }
     }
 }
-

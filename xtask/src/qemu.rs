@@ -40,12 +40,15 @@ pub fn ensure_qemu() -> Result<PathBuf, String> {
     if !status.success() {
         return Err(format!("apt-get install {QEMU_PACKAGE} failed ({status})"));
     }
-    find_in_path(QEMU).ok_or_else(|| format!("{QEMU} still missing after installing {QEMU_PACKAGE}"))
+    find_in_path(QEMU)
+        .ok_or_else(|| format!("{QEMU} still missing after installing {QEMU_PACKAGE}"))
 }
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 fn is_root() -> bool {
@@ -101,9 +104,14 @@ impl Outcome {
 
     pub fn describe(&self) -> String {
         match self {
-            Outcome::Exited(code) => format!("hypervisor exit code {:#x}: {}", *code as u32, code.describe()),
+            Outcome::Exited(code) => format!(
+                "hypervisor exit code {:#x}: {}",
+                *code as u32,
+                code.describe()
+            ),
             Outcome::Qemu(Some(0)) => {
-                "QEMU exited without an exit code from the hypervisor (a reset: triple fault?)".to_string()
+                "QEMU exited without an exit code from the hypervisor (a reset: triple fault?)"
+                    .to_string()
             }
             Outcome::Qemu(Some(s)) => format!("QEMU exited with status {s} (QEMU error?)"),
             Outcome::Qemu(None) => "QEMU was killed by a signal".to_string(),
@@ -122,7 +130,10 @@ pub struct RunResult {
 /// The full QEMU command line for a run.
 pub fn command_line(qemu: &Path, cfg: &RunConfig) -> Command {
     let mut cmd = Command::new(qemu);
-    let user_sets_machine = cfg.machine_args.iter().any(|a| a == "-machine" || a == "-M");
+    let user_sets_machine = cfg
+        .machine_args
+        .iter()
+        .any(|a| a == "-machine" || a == "-M");
     let user_sets_cpu = cfg.machine_args.iter().any(|a| a == "-cpu");
     if !user_sets_machine {
         cmd.args(["-machine", "q35"]);
@@ -130,7 +141,9 @@ pub fn command_line(qemu: &Path, cfg: &RunConfig) -> Command {
     if !user_sets_cpu {
         cmd.args(["-cpu", CPU_MODEL]);
     }
-    cmd.args(["-accel", "tcg", "-display", "none", "-vga", "none", "-monitor", "none"]);
+    cmd.args([
+        "-accel", "tcg", "-display", "none", "-vga", "none", "-monitor", "none",
+    ]);
     cmd.args(["-serial", "stdio", "-no-reboot"]);
     cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
     cmd.arg("-kernel").arg(&cfg.kernel);
@@ -150,10 +163,17 @@ pub fn command_line(qemu: &Path, cfg: &RunConfig) -> Command {
 /// Boots QEMU, streams and captures the console, and enforces the time-out.
 pub fn run(qemu: &Path, cfg: &RunConfig) -> Result<RunResult, String> {
     let mut cmd = command_line(qemu, cfg);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", qemu.display()))?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", qemu.display()))?;
     if cfg.gdb {
-        eprintln!("xtask: QEMU waits for a debugger: gdb -ex 'target remote :1234' {}", cfg.kernel.display());
+        eprintln!(
+            "xtask: QEMU waits for a debugger: gdb -ex 'target remote :1234' {}",
+            cfg.kernel.display()
+        );
     }
 
     let (tx, rx) = mpsc::channel::<String>();

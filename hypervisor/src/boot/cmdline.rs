@@ -41,14 +41,18 @@ pub fn parse(cmdline: &str) -> CommandLine {
                         out.numa_fake = Some(n);
                         out.numa_off = false;
                     }
-                    _ => out.warnings.push(format!("numa=fake={n}: expected a node count >= 1; ignored")),
+                    _ => out.warnings.push(format!(
+                        "numa=fake={n}: expected a node count >= 1; ignored"
+                    )),
                 }
             }
             ("numa", v) => out.warnings.push(format!(
                 "numa={}: expected off, on or fake=N; ignored",
                 v.unwrap_or("")
             )),
-            _ => out.warnings.push(format!("unknown option '{word}'; ignored")),
+            _ => out
+                .warnings
+                .push(format!("unknown option '{word}'; ignored")),
         }
     }
     out
@@ -66,7 +70,14 @@ mod tests {
         let c = parse("numa=fake=4 numa=off");
         assert!(c.numa_off);
         assert_eq!(c.numa_fake, None);
-        for bad in ["numa=fake=0", "numa=fake=x", "numa=fake=", "numa=maybe", "numa", "frobnicate"] {
+        for bad in [
+            "numa=fake=0",
+            "numa=fake=x",
+            "numa=fake=",
+            "numa=maybe",
+            "numa",
+            "frobnicate",
+        ] {
             let c = parse(bad);
             assert_eq!(c.warnings.len(), 1, "{bad}");
             assert!(!c.numa_off && c.numa_fake.is_none(), "{bad}");

@@ -171,10 +171,12 @@ pub fn parse(mem: &dyn PhysMemory, magic: u32, info: Maddr) -> Result<BootInfo, 
         return Err(BootInfoError::BadMagic(magic));
     }
     let base = info.0;
-    let field = |off: u64| read_u32(mem, base.wrapping_add(off)).ok_or(BootInfoError::Unreadable(info));
+    let field =
+        |off: u64| read_u32(mem, base.wrapping_add(off)).ok_or(BootInfoError::Unreadable(info));
     let flags = field(0)?;
     let mut boot = BootInfo::default();
-    boot.loader_data.push(MemRange::from_base_len(base, INFO_SIZE));
+    boot.loader_data
+        .push(MemRange::from_base_len(base, INFO_SIZE));
 
     if flags & FLAG_CMDLINE != 0 {
         let addr = u64::from(field(16)?);
@@ -183,7 +185,9 @@ pub fn parse(mem: &dyn PhysMemory, magic: u32, info: Maddr) -> Result<BootInfo, 
                 boot.loader_data.push(MemRange::from_base_len(addr, len));
                 boot.cmdline = String::from(strip_image_path(&s));
             }
-            None => boot.warnings.push(String::from("command line not readable; ignored")),
+            None => boot
+                .warnings
+                .push(String::from("command line not readable; ignored")),
         }
     }
 
@@ -206,7 +210,9 @@ pub fn parse(mem: &dyn PhysMemory, magic: u32, info: Maddr) -> Result<BootInfo, 
                 read_u64(mem, entry + 12),
                 read_u32(mem, entry + 20),
             ) else {
-                boot.warnings.push(alloc::format!("memory map entry at {entry:#x} not readable; map truncated"));
+                boot.warnings.push(alloc::format!(
+                    "memory map entry at {entry:#x} not readable; map truncated"
+                ));
                 break;
             };
             if size < 20 {
@@ -227,14 +233,23 @@ pub fn parse(mem: &dyn PhysMemory, magic: u32, info: Maddr) -> Result<BootInfo, 
         // Only the legacy sizes: low memory from 0 and upper memory from 1 MiB.
         let lower = u64::from(field(4)?) * 1024;
         let upper = u64::from(field(8)?) * 1024;
-        boot.warnings.push(String::from("no memory map from the loader; using mem_lower/mem_upper"));
-        boot.memory_map.push(MemoryMapEntry { range: MemRange::from_base_len(0, lower), kind: MemoryKind::Ram });
+        boot.warnings.push(String::from(
+            "no memory map from the loader; using mem_lower/mem_upper",
+        ));
+        boot.memory_map.push(MemoryMapEntry {
+            range: MemRange::from_base_len(0, lower),
+            kind: MemoryKind::Ram,
+        });
         boot.memory_map.push(MemoryMapEntry {
             range: MemRange::from_base_len(0x10_0000, upper),
             kind: MemoryKind::Ram,
         });
     }
-    if !boot.memory_map.iter().any(|e| e.kind == MemoryKind::Ram && !e.range.is_empty()) {
+    if !boot
+        .memory_map
+        .iter()
+        .any(|e| e.kind == MemoryKind::Ram && !e.range.is_empty())
+    {
         return Err(BootInfoError::NoMemoryMap);
     }
     boot.memory_map.sort_by_key(|e| e.range.start);
@@ -243,26 +258,36 @@ pub fn parse(mem: &dyn PhysMemory, magic: u32, info: Maddr) -> Result<BootInfo, 
         let count = field(20)? as usize;
         let addr = u64::from(field(24)?);
         if count > MAX_MODULES {
-            boot.warnings.push(alloc::format!("{count} boot modules; only the first {MAX_MODULES} are used"));
+            boot.warnings.push(alloc::format!(
+                "{count} boot modules; only the first {MAX_MODULES} are used"
+            ));
         }
         let count = count.min(MAX_MODULES);
-        boot.loader_data.push(MemRange::from_base_len(addr, count as u64 * MODULE_SIZE));
+        boot.loader_data
+            .push(MemRange::from_base_len(addr, count as u64 * MODULE_SIZE));
         for i in 0..count as u64 {
             let desc = addr + i * MODULE_SIZE;
-            let (Some(start), Some(end), Some(string)) =
-                (read_u32(mem, desc), read_u32(mem, desc + 4), read_u32(mem, desc + 8))
-            else {
-                boot.warnings.push(alloc::format!("boot module {i} descriptor not readable; skipped"));
+            let (Some(start), Some(end), Some(string)) = (
+                read_u32(mem, desc),
+                read_u32(mem, desc + 4),
+                read_u32(mem, desc + 8),
+            ) else {
+                boot.warnings.push(alloc::format!(
+                    "boot module {i} descriptor not readable; skipped"
+                ));
                 continue;
             };
             if end < start {
-                boot.warnings.push(alloc::format!("boot module {i} ends ({end:#x}) before it starts ({start:#x}); skipped"));
+                boot.warnings.push(alloc::format!(
+                    "boot module {i} ends ({end:#x}) before it starts ({start:#x}); skipped"
+                ));
                 continue;
             }
             let range = MemRange::new(Maddr(start.into()), Maddr(end.into()));
             let string = match read_string(mem, string.into()) {
                 Some((s, len)) => {
-                    boot.loader_data.push(MemRange::from_base_len(string.into(), len));
+                    boot.loader_data
+                        .push(MemRange::from_base_len(string.into(), len));
                     s
                 }
                 None => String::new(),
@@ -298,7 +323,10 @@ impl BootInfo {
         for r in merged {
             subtract_into(
                 r,
-                self.memory_map.iter().filter(|e| e.kind != MemoryKind::Ram).map(|e| e.range),
+                self.memory_map
+                    .iter()
+                    .filter(|e| e.kind != MemoryKind::Ram)
+                    .map(|e| e.range),
                 &mut out,
             );
         }
@@ -307,7 +335,11 @@ impl BootInfo {
 }
 
 /// Pushes the parts of `range` not covered by any of `holes` onto `out`.
-pub fn subtract_into(range: MemRange, holes: impl Iterator<Item = MemRange> + Clone, out: &mut Vec<MemRange>) {
+pub fn subtract_into(
+    range: MemRange,
+    holes: impl Iterator<Item = MemRange> + Clone,
+    out: &mut Vec<MemRange>,
+) {
     let mut pieces = alloc::vec![range];
     for hole in holes {
         let mut next = Vec::with_capacity(pieces.len() + 1);
@@ -342,8 +374,12 @@ mod tests {
 
     impl PhysMemory for TestMem {
         fn read(&self, addr: Maddr, buf: &mut [u8]) -> bool {
-            let Some(off) = addr.0.checked_sub(self.base) else { return false };
-            let Ok(off) = usize::try_from(off) else { return false };
+            let Some(off) = addr.0.checked_sub(self.base) else {
+                return false;
+            };
+            let Ok(off) = usize::try_from(off) else {
+                return false;
+            };
             match self.bytes.get(off..off + buf.len()) {
                 Some(src) => {
                     buf.copy_from_slice(src);
@@ -372,13 +408,23 @@ mod tests {
 
     /// A QEMU-like info block: cmdline, a 3-entry map and two modules.
     fn qemu_like() -> TestMem {
-        let mut m = TestMem { base: BASE, bytes: vec![0; 0x2000] };
-        put32(&mut m, BASE, FLAG_MEM | FLAG_CMDLINE | FLAG_MODS | FLAG_MMAP);
+        let mut m = TestMem {
+            base: BASE,
+            bytes: vec![0; 0x2000],
+        };
+        put32(
+            &mut m,
+            BASE,
+            FLAG_MEM | FLAG_CMDLINE | FLAG_MODS | FLAG_MMAP,
+        );
         put32(&mut m, BASE + 16, (BASE + 0x100) as u32);
         put_str(&mut m, BASE + 0x100, "/path/hypervisor.elf numa=fake=2");
         let map = BASE + 0x200;
-        let entries: [(u64, u64, u32); 3] =
-            [(0, 0x9fc00, 1), (0xf0000, 0x10000, 2), (0x100000, 0x5ff00000, 1)];
+        let entries: [(u64, u64, u32); 3] = [
+            (0, 0x9fc00, 1),
+            (0xf0000, 0x10000, 2),
+            (0x100000, 0x5ff00000, 1),
+        ];
         for (i, (b, l, t)) in entries.iter().enumerate() {
             let e = map + i as u64 * 24;
             put32(&mut m, e, 20);
@@ -395,7 +441,11 @@ mod tests {
             put32(&mut m, mods + i * 16, 0x20_0000 + i as u32 * 0x1000);
             put32(&mut m, mods + i * 16 + 4, 0x20_0800 + i as u32 * 0x1000);
             put32(&mut m, mods + i * 16 + 8, (BASE + 0x500 + i * 0x40) as u32);
-            put_str(&mut m, BASE + 0x500 + i * 0x40, if i == 0 { "guest.elf root" } else { "dom.cfg" });
+            put_str(
+                &mut m,
+                BASE + 0x500 + i * 0x40,
+                if i == 0 { "guest.elf root" } else { "dom.cfg" },
+            );
         }
         m
     }
@@ -409,21 +459,39 @@ mod tests {
         assert_eq!(b.memory_map[1].kind, MemoryKind::Reserved);
         assert_eq!(b.modules.len(), 2);
         assert_eq!(b.modules[0].string, "guest.elf root");
-        assert_eq!(b.modules[1].range, MemRange::from_base_len(0x20_1000, 0x800));
+        assert_eq!(
+            b.modules[1].range,
+            MemRange::from_base_len(0x20_1000, 0x800)
+        );
         assert!(b.warnings.is_empty(), "{:?}", b.warnings);
         let ram = b.usable_ram();
-        assert_eq!(ram, vec![MemRange::from_base_len(0, 0x9f000), MemRange::from_base_len(0x100000, 0x5ff00000)]);
+        assert_eq!(
+            ram,
+            vec![
+                MemRange::from_base_len(0, 0x9f000),
+                MemRange::from_base_len(0x100000, 0x5ff00000)
+            ]
+        );
         assert!(b.loader_data.iter().any(|r| r.contains(Maddr(0x20_1000))));
     }
 
     #[test]
     fn rejects_bad_magic_and_missing_map() {
         let m = qemu_like();
-        assert_eq!(parse(&m, 0x1234, Maddr(BASE)), Err(BootInfoError::BadMagic(0x1234)));
+        assert_eq!(
+            parse(&m, 0x1234, Maddr(BASE)),
+            Err(BootInfoError::BadMagic(0x1234))
+        );
         let mut m = qemu_like();
         put32(&mut m, BASE, 0);
-        assert_eq!(parse(&m, LOADER_MAGIC, Maddr(BASE)), Err(BootInfoError::NoMemoryMap));
-        assert!(matches!(parse(&m, LOADER_MAGIC, Maddr(0x10)), Err(BootInfoError::Unreadable(_))));
+        assert_eq!(
+            parse(&m, LOADER_MAGIC, Maddr(BASE)),
+            Err(BootInfoError::NoMemoryMap)
+        );
+        assert!(matches!(
+            parse(&m, LOADER_MAGIC, Maddr(0x10)),
+            Err(BootInfoError::Unreadable(_))
+        ));
     }
 
     #[test]
@@ -455,14 +523,20 @@ mod tests {
     #[test]
     fn reserved_overlap_is_removed() {
         let mut b = BootInfo::default();
-        b.memory_map.push(MemoryMapEntry { range: MemRange::from_base_len(0, 0x10_0000), kind: MemoryKind::Ram });
+        b.memory_map.push(MemoryMapEntry {
+            range: MemRange::from_base_len(0, 0x10_0000),
+            kind: MemoryKind::Ram,
+        });
         b.memory_map.push(MemoryMapEntry {
             range: MemRange::from_base_len(0x8_0800, 0x100),
             kind: MemoryKind::Reserved,
         });
         assert_eq!(
             b.usable_ram(),
-            vec![MemRange::from_base_len(0, 0x8_0000), MemRange::from_base_len(0x8_1000, 0x7_f000)]
+            vec![
+                MemRange::from_base_len(0, 0x8_0000),
+                MemRange::from_base_len(0x8_1000, 0x7_f000)
+            ]
         );
     }
 }

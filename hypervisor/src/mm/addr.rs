@@ -34,7 +34,7 @@ impl Maddr {
     pub const fn page_ceil(self) -> Maddr {
         match self.0.checked_add(PAGE_SIZE - 1) {
             Some(v) => Maddr(v & !(PAGE_SIZE - 1)),
-            None => Maddr(u64::MAX & !(PAGE_SIZE - 1)),
+            None => Maddr(!(PAGE_SIZE - 1)),
         }
     }
 
@@ -152,12 +152,15 @@ mod tests {
     fn rounding_and_ranges() {
         assert_eq!(Maddr(0x1001).page_floor(), Maddr(0x1000));
         assert_eq!(Maddr(0x1001).page_ceil(), Maddr(0x2000));
-        assert_eq!(Maddr(u64::MAX).page_ceil(), Maddr(u64::MAX & !0xfff));
+        assert_eq!(Maddr(u64::MAX).page_ceil(), Maddr(!0xfff));
         let a = MemRange::from_base_len(0x1000, 0x3000);
         let b = MemRange::from_base_len(0x3000, 0x3000);
         assert!(a.overlaps(&b));
         assert_eq!(a.intersect(&b), MemRange::from_base_len(0x3000, 0x1000));
         assert!(MemRange::new(Maddr(5), Maddr(1)).is_empty());
-        assert_eq!(MemRange::from_base_len(0x800, 0x2000).pages_within().len(), 0x1000);
+        assert_eq!(
+            MemRange::from_base_len(0x800, 0x2000).pages_within().len(),
+            0x1000
+        );
     }
 }

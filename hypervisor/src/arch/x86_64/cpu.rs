@@ -1,14 +1,13 @@
 //! CPU identification and control registers.
 
 use core::arch::asm;
-use core::arch::x86_64::{CpuidResult, __cpuid_count};
+use core::arch::x86_64::{__cpuid_count, CpuidResult};
 
 use crate::numa::topology::ApicIdLayout;
 
 /// Executes CPUID.
 pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
-    // SAFETY: CPUID is available on every x86_64 CPU and has no side effects.
-    unsafe { __cpuid_count(leaf, subleaf) }
+    __cpuid_count(leaf, subleaf)
 }
 
 /// Highest basic and extended CPUID leaves.

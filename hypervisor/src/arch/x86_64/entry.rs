@@ -97,8 +97,9 @@ fill_pdpt:
     mov cr0, eax
 
     lgdt [boot_gdt_ptr]
+    mov eax, offset long_mode_entry
     push 0x08
-    push offset long_mode_entry
+    push eax
     retf
 
 no_long_mode:

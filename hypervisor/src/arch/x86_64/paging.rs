@@ -84,7 +84,11 @@ pub fn extend_identity_map(limit: u64) -> Result<u64, &'static str> {
         for i in 0..512u64 {
             let a = addr + i * TWO_MIB;
             // SAFETY: `pd` is a live page directory; `i` < 512.
-            unsafe { table(pd).wrapping_add(i as usize).write_volatile(a | PRESENT | WRITABLE | HUGE) };
+            unsafe {
+                table(pd)
+                    .wrapping_add(i as usize)
+                    .write_volatile(a | PRESENT | WRITABLE | HUGE)
+            };
         }
         addr += GIB;
     }
