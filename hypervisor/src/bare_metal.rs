@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use buddy_system_allocator::LockedHeap;
 use hypervisor::acpi::{AcpiTables, PhysMemory};
 use hypervisor::arch::x86_64::{cpu, exit, idt, paging, serial};
-use hypervisor::boot::cmdline;
+use hypervisor::boot::cmdline::{self, Crash};
 use hypervisor::boot::multiboot::{self, BootInfo};
 use hypervisor::mm::addr::{Maddr, MemRange, PAGE_SHIFT};
 use hypervisor::mm::frame_table::{FrameTable, PageInfo};
@@ -151,6 +151,9 @@ extern "C" fn hypervisor_main(magic: u32, info: u32) -> ! {
     );
     print!("{}", heap.probe());
 
+    if let Some(crash) = options.crash {
+        crash_on_purpose(crash);
+    }
     let status = heap_self_test(&mut heap, &topology);
     println!("numavisor: done: {}", status.describe());
     exit::exit(status)
@@ -379,6 +382,25 @@ fn heap_self_test(heap: &mut Heap, t: &Topology) -> ExitCode {
         ExitCode::Success
     } else {
         ExitCode::Failure
+    }
+}
+
+/// `crash=...` on the command line: fail in the way asked for.
+fn crash_on_purpose(crash: Crash) {
+    println!("numavisor: crash={crash:?} requested on the command line");
+    match crash {
+        Crash::Panic => panic!("deliberate panic (crash=panic)"),
+        Crash::Fault => {
+            // Above the identity map: no translation exists, so this faults.
+            let unmapped = MAPPED_LIMIT.load(Ordering::Relaxed) + (1 << 30);
+            // SAFETY: not safe, on purpose: the read page-faults and the
+            // exception handler ends the run before anything is returned.
+            let value = unsafe { core::ptr::read_volatile(unmapped as *const u64) };
+            println!("numavisor: read {value:#x} from an unmapped address?");
+        }
+        Crash::Hang => loop {
+            core::hint::spin_loop();
+        },
     }
 }
 

@@ -4,8 +4,11 @@
 //! The hypervisor prints the machine in the format of Xen's `xl info -n`
 //! (see the README, "What the hypervisor prints"); this crate parses it.
 
+pub mod acpi;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use xtask::images;
 use xtask::machine::MachineSpec;
@@ -51,13 +54,18 @@ pub fn boot(spec: &MachineSpec, extra_cmdline: &str) -> RunResult {
 
 /// Boots the hypervisor on a machine given as QEMU arguments.
 pub fn boot_with(machine_args: Vec<String>, cmdline: &str) -> RunResult {
+    boot_with_timeout(machine_args, cmdline, xtask::DEFAULT_TIMEOUT)
+}
+
+/// [`boot_with`] with another time-out.
+pub fn boot_with_timeout(machine_args: Vec<String>, cmdline: &str, timeout: Duration) -> RunResult {
     let t = tools();
     let cfg = RunConfig {
         kernel: t.hypervisor.clone(),
         modules: Vec::new(),
         cmdline: cmdline.trim().to_string(),
         machine_args,
-        timeout: xtask::DEFAULT_TIMEOUT,
+        timeout,
         gdb: false,
         echo: false,
     };

@@ -4,6 +4,9 @@
 //! - `numa=off`: ignore the firmware's NUMA description; one node.
 //! - `numa=fake=N`: split memory into N nodes as Linux's NUMA emulation does.
 //! - `numa=on`: the default; use SRAT/SLIT.
+//! - `crash=panic|fault|hang`: a test aid that proves the failure paths end
+//!   the run as documented (a panic report, a CPU exception report, the
+//!   host's time-out). Triggered once the machine has been printed.
 //!
 //! Unknown options are reported and ignored, as Xen and Linux do.
 
@@ -16,8 +19,20 @@ use alloc::vec::Vec;
 pub struct CommandLine {
     pub numa_off: bool,
     pub numa_fake: Option<u32>,
+    pub crash: Option<Crash>,
     /// Options that could not be used, each with the reason.
     pub warnings: Vec<String>,
+}
+
+/// A deliberate failure, for testing how failures end a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Crash {
+    /// `panic!` in the hypervisor.
+    Panic,
+    /// A page fault on an unmapped address.
+    Fault,
+    /// Spin forever; only the host's time-out ends the run.
+    Hang,
 }
 
 /// Parses a command line; never fails, bad options become warnings.
@@ -46,6 +61,13 @@ pub fn parse(cmdline: &str) -> CommandLine {
                     )),
                 }
             }
+            ("crash", Some("panic")) => out.crash = Some(Crash::Panic),
+            ("crash", Some("fault")) => out.crash = Some(Crash::Fault),
+            ("crash", Some("hang")) => out.crash = Some(Crash::Hang),
+            ("crash", v) => out.warnings.push(format!(
+                "crash={}: expected panic, fault or hang; ignored",
+                v.unwrap_or("")
+            )),
             ("numa", v) => out.warnings.push(format!(
                 "numa={}: expected off, on or fake=N; ignored",
                 v.unwrap_or("")
@@ -70,7 +92,10 @@ mod tests {
         let c = parse("numa=fake=4 numa=off");
         assert!(c.numa_off);
         assert_eq!(c.numa_fake, None);
+        assert_eq!(parse("crash=fault").crash, Some(Crash::Fault));
         for bad in [
+            "crash=maybe",
+            "crash",
             "numa=fake=0",
             "numa=fake=x",
             "numa=fake=",
