@@ -19,3 +19,4 @@ pub mod boot;
 pub mod mm;
 pub mod numa;
 pub mod report;
+pub mod svm;

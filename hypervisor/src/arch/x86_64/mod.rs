@@ -4,6 +4,8 @@ pub mod cpu;
 pub mod entry;
 pub mod exit;
 pub mod idt;
+pub mod memory;
 pub mod paging;
 pub mod port;
 pub mod serial;
+pub mod svm;

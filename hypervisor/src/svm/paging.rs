@@ -1,0 +1,273 @@
+//! Four-level x86-64 page tables, built through an abstract table memory.
+//!
+//! The same builder makes a domain's nested page tables (guest-physical to
+//! machine, tables in hypervisor memory) and the guest's initial page tables
+//! (guest-virtual to guest-physical, tables inside guest memory). It maps with
+//! 2 MiB pages wherever source, destination and length allow, 4 KiB pages
+//! otherwise, and refuses to map an address twice.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+/// Entry bits.
+pub const PRESENT: u64 = 1 << 0;
+pub const WRITABLE: u64 = 1 << 1;
+/// Nested walks are user accesses: every NPT entry needs this bit.
+pub const USER: u64 = 1 << 2;
+pub const HUGE: u64 = 1 << 7;
+const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
+
+const SIZE_4K: u64 = 1 << 12;
+const SIZE_2M: u64 = 1 << 21;
+/// Highest address + 1 a 4-level table can map (48 bits).
+pub const ADDRESS_LIMIT: u64 = 1 << 48;
+
+/// Where the tables live. Addresses are in the tables' own address space
+/// (machine addresses for nested tables, guest-physical for guest tables).
+pub trait TableMemory {
+    /// A zeroed, 4 KiB-aligned page for a new table, or `None` when out of memory.
+    fn alloc_table(&mut self) -> Option<u64>;
+    /// Reads entry `index` (0..512) of the table at `table`.
+    fn read(&self, table: u64, index: usize) -> u64;
+    /// Writes entry `index` (0..512) of the table at `table`.
+    fn write(&mut self, table: u64, index: usize, entry: u64);
+}
+
+/// Why a mapping was refused; nothing is half-mapped on error except table
+/// pages already allocated, which the owner frees with the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// Addresses or length not 4 KiB-aligned, or beyond 48 bits.
+    Misaligned,
+    /// Part of the range is already mapped.
+    AlreadyMapped(u64),
+    /// No memory for a table page.
+    OutOfMemory,
+}
+
+impl fmt::Display for MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MapError::Misaligned => write!(f, "range not page-aligned or beyond 48 bits"),
+            MapError::AlreadyMapped(a) => write!(f, "{a:#x} is already mapped"),
+            MapError::OutOfMemory => write!(f, "out of memory for page tables"),
+        }
+    }
+}
+
+/// A page-table hierarchy rooted at one PML4.
+pub struct PageTables<M: TableMemory> {
+    root: u64,
+    mem: M,
+    /// Bits set in every entry (PRESENT | WRITABLE, plus USER for NPT).
+    entry_flags: u64,
+    /// Every table page, root first, for teardown.
+    tables: Vec<u64>,
+    /// Leaves by size, for reports and tests.
+    pub pages_4k: u64,
+    pub pages_2m: u64,
+}
+
+impl<M: TableMemory> PageTables<M> {
+    /// Empty tables (a zeroed PML4).
+    pub fn new(mut mem: M, entry_flags: u64) -> Result<Self, MapError> {
+        let root = mem.alloc_table().ok_or(MapError::OutOfMemory)?;
+        Ok(PageTables {
+            root,
+            mem,
+            entry_flags: entry_flags | PRESENT,
+            tables: alloc::vec![root],
+            pages_4k: 0,
+            pages_2m: 0,
+        })
+    }
+
+    /// The PML4's address (what goes into CR3 or the VMCB's nested CR3).
+    pub fn root(&self) -> u64 {
+        self.root
+    }
+
+    /// Every table page, for freeing them.
+    pub fn table_pages(&self) -> &[u64] {
+        &self.tables
+    }
+
+    pub fn memory(&self) -> &M {
+        &self.mem
+    }
+
+    pub fn memory_mut(&mut self) -> &mut M {
+        &mut self.mem
+    }
+
+    /// Gives the table memory back (the caller frees `table_pages`).
+    pub fn into_memory(self) -> (M, Vec<u64>) {
+        (self.mem, self.tables)
+    }
+
+    fn index(addr: u64, level: u32) -> usize {
+        ((addr >> (12 + 9 * level)) & 511) as usize
+    }
+
+    /// The table one level below `entry` at (`table`, `index`), created if absent.
+    fn next_table(&mut self, table: u64, index: usize, at: u64) -> Result<u64, MapError> {
+        let e = self.mem.read(table, index);
+        if e & PRESENT != 0 {
+            if e & HUGE != 0 {
+                return Err(MapError::AlreadyMapped(at));
+            }
+            return Ok(e & ADDR_MASK);
+        }
+        let t = self.mem.alloc_table().ok_or(MapError::OutOfMemory)?;
+        self.tables.push(t);
+        self.mem.write(table, index, t | self.entry_flags);
+        Ok(t)
+    }
+
+    /// Maps `[va, va + len)` to `[pa, pa + len)`.
+    pub fn map(&mut self, va: u64, pa: u64, len: u64) -> Result<(), MapError> {
+        let aligned = (va | pa | len).is_multiple_of(SIZE_4K);
+        let in_range = va.checked_add(len).is_some_and(|e| e <= ADDRESS_LIMIT)
+            && pa.checked_add(len).is_some_and(|e| e <= ADDRESS_LIMIT);
+        if !aligned || !in_range {
+            return Err(MapError::Misaligned);
+        }
+        let mut off = 0;
+        while off < len {
+            let (v, p) = (va + off, pa + off);
+            let huge = v.is_multiple_of(SIZE_2M) && p.is_multiple_of(SIZE_2M) && len - off >= SIZE_2M;
+            let l3 = self.next_table(self.root, Self::index(v, 3), v)?;
+            let l2 = self.next_table(l3, Self::index(v, 2), v)?;
+            if huge {
+                let i = Self::index(v, 1);
+                if self.mem.read(l2, i) & PRESENT != 0 {
+                    return Err(MapError::AlreadyMapped(v));
+                }
+                self.mem.write(l2, i, p | self.entry_flags | HUGE);
+                self.pages_2m += 1;
+                off += SIZE_2M;
+            } else {
+                let l1 = self.next_table(l2, Self::index(v, 1), v)?;
+                let i = Self::index(v, 0);
+                if self.mem.read(l1, i) & PRESENT != 0 {
+                    return Err(MapError::AlreadyMapped(v));
+                }
+                self.mem.write(l1, i, p | self.entry_flags);
+                self.pages_4k += 1;
+                off += SIZE_4K;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where `va` maps to, walking the tables as the hardware does.
+    pub fn translate(&self, va: u64) -> Option<u64> {
+        if va >= ADDRESS_LIMIT {
+            return None;
+        }
+        let mut table = self.root;
+        for level in (0..4).rev() {
+            let e = self.mem.read(table, Self::index(va, level));
+            if e & PRESENT == 0 {
+                return None;
+            }
+            let page = 1u64 << (12 + 9 * level);
+            if level == 0 || (e & HUGE != 0 && level <= 2) {
+                return Some((e & ADDR_MASK & !(page - 1)) + (va & (page - 1)));
+            }
+            table = e & ADDR_MASK;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// Tables in a map from address to 512 entries.
+    #[derive(Default)]
+    struct FakeMemory {
+        next: u64,
+        pages: BTreeMap<u64, Vec<u64>>,
+        limit: usize,
+    }
+
+    impl TableMemory for FakeMemory {
+        fn alloc_table(&mut self) -> Option<u64> {
+            if self.limit != 0 && self.pages.len() >= self.limit {
+                return None;
+            }
+            self.next += 0x1000;
+            self.pages.insert(self.next, vec![0; 512]);
+            Some(self.next)
+        }
+        fn read(&self, table: u64, index: usize) -> u64 {
+            self.pages[&table][index]
+        }
+        fn write(&mut self, table: u64, index: usize, entry: u64) {
+            self.pages.get_mut(&table).unwrap()[index] = entry;
+        }
+    }
+
+    #[test]
+    fn maps_with_2m_pages_where_aligned() {
+        let mut pt = PageTables::new(FakeMemory::default(), WRITABLE | USER).unwrap();
+        pt.map(0x20_0000, 0x4000_0000, 0x40_0000).unwrap();
+        assert_eq!((pt.pages_2m, pt.pages_4k), (2, 0));
+        pt.map(0x1000, 0x9000, 0x3000).unwrap();
+        assert_eq!(pt.pages_4k, 3);
+        // Misaligned relative to each other: 4 KiB pages only.
+        pt.map(0x100_0000, 0x1234_5000, 0x20_0000).unwrap();
+        assert_eq!(pt.pages_4k, 3 + 512);
+        assert_eq!(pt.translate(0x20_1234), Some(0x4000_1234));
+        assert_eq!(pt.translate(0x3f_ffff), Some(0x401f_ffff));
+        assert_eq!(pt.translate(0x2abc), Some(0xaabc));
+        assert_eq!(pt.translate(0x100_0010), Some(0x1234_5010));
+        assert_eq!(pt.translate(0x0), None);
+        assert_eq!(pt.translate(0x60_0000), None);
+        // Every entry carries the USER bit.
+        for page in pt.memory().pages.values() {
+            for e in page.iter().filter(|e| **e & PRESENT != 0) {
+                assert_ne!(e & USER, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_double_and_bad_mappings() {
+        let mut pt = PageTables::new(FakeMemory::default(), WRITABLE).unwrap();
+        pt.map(0x20_0000, 0x20_0000, 0x20_0000).unwrap();
+        assert_eq!(
+            pt.map(0x20_1000, 0x1000, 0x1000),
+            Err(MapError::AlreadyMapped(0x20_1000))
+        );
+        assert_eq!(
+            pt.map(0x20_0000, 0x0, 0x20_0000),
+            Err(MapError::AlreadyMapped(0x20_0000))
+        );
+        assert_eq!(pt.map(0x1001, 0x1000, 0x1000), Err(MapError::Misaligned));
+        assert_eq!(
+            pt.map(u64::MAX - 0xfff, 0, 0x1000),
+            Err(MapError::Misaligned)
+        );
+        assert_eq!(pt.map(1 << 48, 0, 0x1000), Err(MapError::Misaligned));
+    }
+
+    #[test]
+    fn sparse_high_addresses_and_out_of_memory() {
+        let mut pt = PageTables::new(FakeMemory::default(), WRITABLE).unwrap();
+        pt.map(5 << 36, 0x8000_0000, 0x20_0000).unwrap();
+        assert_eq!(pt.translate((5 << 36) + 0x10), Some(0x8000_0010));
+        let mut small = PageTables::new(
+            FakeMemory {
+                limit: 2,
+                ..Default::default()
+            },
+            WRITABLE,
+        )
+        .unwrap();
+        assert_eq!(small.map(0, 0, 0x1000), Err(MapError::OutOfMemory));
+    }
+}
