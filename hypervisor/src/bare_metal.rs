@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use alloc::boxed::Box;
 use buddy_system_allocator::LockedHeap;
-use hypervisor::acpi::{AcpiTables, PhysMemory};
+use hypervisor::acpi::{AcpiTables, PhysAddr, PhysMemory};
 use hypervisor::arch::x86_64::memory as arch_memory;
 use hypervisor::arch::x86_64::{cpu, exit, idt, paging, serial, svm};
 use hypervisor::boot::cmdline::{self, Crash};
@@ -55,7 +55,7 @@ struct IdentityMap;
 static MAPPED_LIMIT: AtomicU64 = AtomicU64::new(paging::BOOT_MAPPED_LIMIT);
 
 impl PhysMemory for IdentityMap {
-    fn read(&self, addr: Maddr, buf: &mut [u8]) -> bool {
+    fn read(&self, addr: PhysAddr, buf: &mut [u8]) -> bool {
         let Some(end) = addr.0.checked_add(buf.len() as u64) else {
             return false;
         };

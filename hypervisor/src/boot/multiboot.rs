@@ -9,7 +9,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::acpi::PhysMemory;
+use crate::acpi::{PhysAddr, PhysMemory};
 use crate::mm::addr::{Maddr, MemRange};
 
 /// Magic value the loader leaves in EAX.
@@ -119,12 +119,12 @@ impl fmt::Display for BootInfoError {
 
 fn read_u32(mem: &dyn PhysMemory, addr: u64) -> Option<u32> {
     let mut b = [0u8; 4];
-    mem.read(Maddr(addr), &mut b).then(|| u32::from_le_bytes(b))
+    mem.read(PhysAddr(addr), &mut b).then(|| u32::from_le_bytes(b))
 }
 
 fn read_u64(mem: &dyn PhysMemory, addr: u64) -> Option<u64> {
     let mut b = [0u8; 8];
-    mem.read(Maddr(addr), &mut b).then(|| u64::from_le_bytes(b))
+    mem.read(PhysAddr(addr), &mut b).then(|| u64::from_le_bytes(b))
 }
 
 /// Reads a NUL-terminated string of at most [`MAX_STRING`] bytes; returns it
@@ -135,9 +135,9 @@ fn read_string(mem: &dyn PhysMemory, addr: u64) -> Option<(String, u64)> {
     while bytes.len() < MAX_STRING {
         let a = addr.checked_add(bytes.len() as u64)?;
         // Read byte-wise at the end of readable memory, chunk-wise otherwise.
-        let n = if mem.read(Maddr(a), &mut chunk) {
+        let n = if mem.read(PhysAddr(a), &mut chunk) {
             chunk.len()
-        } else if mem.read(Maddr(a), &mut chunk[..1]) {
+        } else if mem.read(PhysAddr(a), &mut chunk[..1]) {
             1
         } else {
             return None;
@@ -373,7 +373,7 @@ mod tests {
     }
 
     impl PhysMemory for TestMem {
-        fn read(&self, addr: Maddr, buf: &mut [u8]) -> bool {
+        fn read(&self, addr: PhysAddr, buf: &mut [u8]) -> bool {
             let Some(off) = addr.0.checked_sub(self.base) else {
                 return false;
             };

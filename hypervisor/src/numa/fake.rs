@@ -241,7 +241,7 @@ pub fn emulate(phys: &Topology, n: u32, warn: &mut dyn FnMut(&str)) -> Topology 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::acpi::testutil::{slit, MadtBuilder, SratBuilder};
+    use acpi_numa::build::{slit, MadtBuilder, SratBuilder};
     use crate::numa::topology::tests::{input, r, run, MIB};
     use crate::numa::topology::ApicIdLayout;
     use alloc::string::String;

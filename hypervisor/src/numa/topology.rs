@@ -447,7 +447,7 @@ fn from_srat(
     let mut mems: Vec<(MemRange, usize, bool)> = Vec::new();
     for m in srat.memory().filter(|m| m.enabled && m.length != 0) {
         let node = claim(m.pxm)?;
-        mems.push((m.range(), node, m.hotpluggable));
+        mems.push((MemRange::from_base_len(m.base, m.length), node, m.hotpluggable));
     }
     if mems.is_empty() {
         // Linux: no parsed memory affinity, no SRAT NUMA.
@@ -619,7 +619,7 @@ fn slit_distances(slit: Option<&[u8]>, pxms: &[u32], warn: &mut dyn FnMut(&str))
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::acpi::testutil::{slit, MadtBuilder, SratBuilder, MEM_ENABLED, MEM_HOTPLUG};
+    use acpi_numa::build::{slit, MadtBuilder, SratBuilder, MEM_ENABLED, MEM_HOTPLUG};
     use alloc::string::String;
     use proptest::prelude::*;
 
@@ -1248,7 +1248,7 @@ pub(crate) mod tests {
             let n = t.len();
             t[i % n] = v;
         }
-        crate::acpi::testutil::fix_checksum(&mut t);
+        acpi_numa::build::fix_checksum(&mut t);
         t
     }
 
@@ -1286,9 +1286,9 @@ pub(crate) mod tests {
             let ram = [r(0, 256 * MIB)];
             let (t, _) = run(&input(&ram, Some(&srat), Some(&slit), Some(&madt)));
             prop_assert_eq!(t.source, TopologySource::Fallback);
-            let srat = crate::acpi::testutil::table(b"SRAT", 1, &srat);
-            let slit = crate::acpi::testutil::table(b"SLIT", 1, &slit);
-            let madt = crate::acpi::testutil::table(b"APIC", 1, &madt);
+            let srat = acpi_numa::build::table(b"SRAT", 1, &srat);
+            let slit = acpi_numa::build::table(b"SLIT", 1, &slit);
+            let madt = acpi_numa::build::table(b"APIC", 1, &madt);
             run(&input(&ram, Some(&srat), Some(&slit), Some(&madt)));
         }
     }

@@ -70,7 +70,7 @@ impl Slit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::acpi::testutil::{fix_checksum, slit, table};
+    use crate::build::{fix_checksum, slit, table};
     use proptest::prelude::*;
 
     #[test]

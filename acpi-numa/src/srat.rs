@@ -9,7 +9,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::tables::{read_u32, read_u8, AcpiError, SdtHeader, Subtables};
-use crate::mm::addr::{Maddr, MemRange};
+use crate::PhysAddr;
 
 /// Offset of the first entry: header (36) + table revision (4) + reserved (8).
 pub const SRAT_ENTRIES_OFFSET: usize = 48;
@@ -45,8 +45,8 @@ pub struct SratMemory {
 impl SratMemory {
     /// `[base, base + length)`, clamped at the top of the address space (the
     /// parser warns when it had to clamp).
-    pub fn range(&self) -> MemRange {
-        MemRange::from_base_len(self.base, self.length)
+    pub fn range(&self) -> core::ops::Range<PhysAddr> {
+        PhysAddr(self.base)..PhysAddr(self.base.saturating_add(self.length))
     }
 }
 
@@ -118,7 +118,7 @@ impl Srat {
                             "SRAT: memory range {:#x}+{:#x} wraps; clamped to {}",
                             m.base,
                             m.length,
-                            Maddr(u64::MAX)
+                            PhysAddr(u64::MAX)
                         ));
                     }
                     srat.entries.push(SratEntry::Memory(m));
@@ -194,9 +194,7 @@ fn parse_entry(ty: u8, e: &[u8], wide: bool) -> Option<SratEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::acpi::testutil::{
-        fix_checksum, SratBuilder, MEM_ENABLED, MEM_HOTPLUG, MEM_NONVOLATILE,
-    };
+    use crate::build::{fix_checksum, SratBuilder, MEM_ENABLED, MEM_HOTPLUG, MEM_NONVOLATILE};
     use proptest::prelude::*;
 
     const MIB: u64 = 1 << 20;
@@ -381,7 +379,7 @@ mod tests {
         let s = Srat::parse(&t).unwrap();
         assert!(!s.malformed);
         assert_eq!(s.warnings.len(), 1);
-        assert_eq!(s.memory().next().unwrap().range().end, Maddr(u64::MAX));
+        assert_eq!(s.memory().next().unwrap().range().end, PhysAddr(u64::MAX));
     }
 
     fn valid_srat() -> Vec<u8> {
@@ -399,7 +397,7 @@ mod tests {
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = Srat::parse(&bytes);
             // The same bytes behind a valid header, checksum fixed.
-            let mut t = crate::acpi::testutil::table(b"SRAT", 1, &bytes);
+            let mut t = crate::build::table(b"SRAT", 1, &bytes);
             let _ = Srat::parse(&t);
             t[8] = 2;
             fix_checksum(&mut t);

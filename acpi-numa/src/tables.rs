@@ -11,7 +11,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::mm::addr::Maddr;
+use crate::PhysAddr;
 
 /// Read access to machine memory for table discovery.
 ///
@@ -20,7 +20,7 @@ use crate::mm::addr::Maddr;
 pub trait PhysMemory {
     /// Copies `buf.len()` bytes starting at `addr` into `buf`; `false` if any
     /// of them is not readable.
-    fn read(&self, addr: Maddr, buf: &mut [u8]) -> bool;
+    fn read(&self, addr: PhysAddr, buf: &mut [u8]) -> bool;
 }
 
 /// Length of the standard ACPI system description table header.
@@ -46,9 +46,9 @@ pub enum AcpiError {
     /// No valid RSDP in the BIOS scan area.
     NoRsdp,
     /// The boot protocol's RSDP address holds no valid RSDP.
-    BadRsdp { addr: Maddr },
+    BadRsdp { addr: PhysAddr },
     /// `len` bytes at `addr` are not readable.
-    Unreadable { addr: Maddr, len: usize },
+    Unreadable { addr: PhysAddr, len: usize },
     /// The header names another table than the one expected.
     BadSignature { expected: [u8; 4], found: [u8; 4] },
     /// The header's length is below the table's minimum or above
@@ -224,7 +224,7 @@ impl SdtHeader {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rsdp {
     /// Where it was found.
-    pub addr: Maddr,
+    pub addr: PhysAddr,
     /// 0 for ACPI 1.0 (QEMU q35), 2 and up for ACPI 2.0+.
     pub revision: u8,
     pub oem_id: [u8; 6],
@@ -235,7 +235,7 @@ pub struct Rsdp {
 }
 
 /// Decodes and checks an RSDP candidate at `addr`.
-fn try_rsdp<M: PhysMemory + ?Sized>(mem: &M, addr: Maddr) -> Option<Rsdp> {
+fn try_rsdp<M: PhysMemory + ?Sized>(mem: &M, addr: PhysAddr) -> Option<Rsdp> {
     let mut buf = [0u8; RSDP_V2_LEN];
     let v1 = buf.get_mut(..RSDP_V1_LEN)?;
     if !mem.read(addr, v1) {
@@ -267,15 +267,18 @@ fn try_rsdp<M: PhysMemory + ?Sized>(mem: &M, addr: Maddr) -> Option<Rsdp> {
 /// a bad checksum are skipped, like Linux does. An invalid hint is an error,
 /// not a reason to scan: a boot protocol that passes a wrong address is worth
 /// reporting; the caller may retry with `None`.
-pub fn find_rsdp<M: PhysMemory + ?Sized>(mem: &M, hint: Option<Maddr>) -> Result<Rsdp, AcpiError> {
+pub fn find_rsdp<M: PhysMemory + ?Sized>(
+    mem: &M,
+    hint: Option<PhysAddr>,
+) -> Result<Rsdp, AcpiError> {
     if let Some(addr) = hint {
         return try_rsdp(mem, addr).ok_or(AcpiError::BadRsdp { addr });
     }
     let mut addr = RSDP_SCAN_START;
     while addr < RSDP_SCAN_END {
         let mut sig = [0u8; 8];
-        if mem.read(Maddr(addr), &mut sig) && &sig == RSDP_SIGNATURE {
-            if let Some(r) = try_rsdp(mem, Maddr(addr)) {
+        if mem.read(PhysAddr(addr), &mut sig) && &sig == RSDP_SIGNATURE {
+            if let Some(r) = try_rsdp(mem, PhysAddr(addr)) {
                 return Ok(r);
             }
         }
@@ -287,7 +290,7 @@ pub fn find_rsdp<M: PhysMemory + ?Sized>(mem: &M, hint: Option<Maddr>) -> Result
 /// Copies the table at `addr` out of memory and validates it completely.
 pub fn read_table<M: PhysMemory + ?Sized>(
     mem: &M,
-    addr: Maddr,
+    addr: PhysAddr,
     signature: &[u8; 4],
 ) -> Result<Vec<u8>, AcpiError> {
     let mut hdr = [0u8; SDT_HEADER_LEN];
@@ -330,7 +333,7 @@ pub fn read_table<M: PhysMemory + ?Sized>(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TableRef {
     pub signature: [u8; 4],
-    pub addr: Maddr,
+    pub addr: PhysAddr,
     pub length: u32,
 }
 
@@ -349,7 +352,7 @@ pub struct AcpiTables<'m, M: PhysMemory + ?Sized> {
 
 impl<'m, M: PhysMemory + ?Sized> AcpiTables<'m, M> {
     /// [`find_rsdp`] followed by [`AcpiTables::new`].
-    pub fn discover(mem: &'m M, hint: Option<Maddr>) -> Result<Self, AcpiError> {
+    pub fn discover(mem: &'m M, hint: Option<PhysAddr>) -> Result<Self, AcpiError> {
         let rsdp = find_rsdp(mem, hint)?;
         AcpiTables::new(mem, rsdp)
     }
@@ -362,7 +365,7 @@ impl<'m, M: PhysMemory + ?Sized> AcpiTables<'m, M> {
         let mut warnings = Vec::new();
         let mut root = None;
         if rsdp.revision >= 2 && rsdp.xsdt != 0 {
-            match read_table(mem, Maddr(rsdp.xsdt), b"XSDT") {
+            match read_table(mem, PhysAddr(rsdp.xsdt), b"XSDT") {
                 Ok(t) => root = Some((*b"XSDT", t, 8usize)),
                 Err(e) => warnings.push(format!(
                     "ACPI: XSDT at {:#x} unusable ({e}); using the RSDT",
@@ -378,7 +381,7 @@ impl<'m, M: PhysMemory + ?Sized> AcpiTables<'m, M> {
                 }
                 (
                     *b"RSDT",
-                    read_table(mem, Maddr(rsdp.rsdt.into()), b"RSDT")?,
+                    read_table(mem, PhysAddr(rsdp.rsdt.into()), b"RSDT")?,
                     4,
                 )
             }
@@ -408,7 +411,7 @@ impl<'m, M: PhysMemory + ?Sized> AcpiTables<'m, M> {
                 continue;
             }
             let mut hdr = [0u8; SDT_HEADER_LEN];
-            let h = if mem.read(Maddr(addr), &mut hdr) {
+            let h = if mem.read(PhysAddr(addr), &mut hdr) {
                 SdtHeader::parse(&hdr)
             } else {
                 None
@@ -427,7 +430,7 @@ impl<'m, M: PhysMemory + ?Sized> AcpiTables<'m, M> {
                 }
                 Some(h) => tables.push(TableRef {
                     signature: h.signature,
-                    addr: Maddr(addr),
+                    addr: PhysAddr(addr),
                     length: h.length,
                 }),
             }
@@ -551,7 +554,7 @@ impl<'a> Iterator for Subtables<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::acpi::testutil::{table, TestMem};
+    use crate::build::{table, TestMem};
 
     fn rsdp_v0(rsdt: u32) -> Vec<u8> {
         let mut r = Vec::new();
@@ -601,7 +604,7 @@ mod tests {
     fn finds_rsdp_by_scan_and_tables_by_signature() {
         let m = q35_mem();
         let mut t = AcpiTables::discover(&m, None).unwrap();
-        assert_eq!(t.rsdp().addr, Maddr(0xF_5A40));
+        assert_eq!(t.rsdp().addr, PhysAddr(0xF_5A40));
         assert_eq!(t.rsdp().revision, 0);
         assert_eq!(t.root_signature(), *b"RSDT");
         assert_eq!(t.tables().len(), 2);
@@ -615,11 +618,14 @@ mod tests {
     #[test]
     fn hint_is_used_and_checked() {
         let m = q35_mem();
-        assert_eq!(find_rsdp(&m, Some(Maddr(0xF_5A40))).unwrap().rsdt, 0x7000);
         assert_eq!(
-            find_rsdp(&m, Some(Maddr(0xF_5A50))),
+            find_rsdp(&m, Some(PhysAddr(0xF_5A40))).unwrap().rsdt,
+            0x7000
+        );
+        assert_eq!(
+            find_rsdp(&m, Some(PhysAddr(0xF_5A50))),
             Err(AcpiError::BadRsdp {
-                addr: Maddr(0xF_5A50)
+                addr: PhysAddr(0xF_5A50)
             })
         );
     }
@@ -632,7 +638,7 @@ mod tests {
         m.put(0xE_0000, &bad);
         assert_eq!(find_rsdp(&m, None), Err(AcpiError::NoRsdp));
         m.put(0xF_0000, &rsdp_v0(0x7000));
-        assert_eq!(find_rsdp(&m, None).unwrap().addr, Maddr(0xF_0000));
+        assert_eq!(find_rsdp(&m, None).unwrap().addr, PhysAddr(0xF_0000));
         // Misaligned copies are not found.
         let mut m = TestMem::new(0, 0x10_0000);
         m.put(0xE_0008, &rsdp_v0(0x7000));

@@ -106,7 +106,7 @@ fn parse_cpu(ty: u8, e: &[u8]) -> Option<MadtCpu> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::acpi::testutil::{fix_checksum, table, MadtBuilder};
+    use crate::build::{fix_checksum, table, MadtBuilder};
     use proptest::prelude::*;
 
     #[test]
