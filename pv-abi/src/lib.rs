@@ -1,10 +1,116 @@
-//! numavisor's paravirtual ABI: the contract shared by the hypervisor, the
-//! guest OS and the host tools.
+//! numavisor's paravirtual ABI, version 1.0: the contract shared by the
+//! hypervisor, the guest OS and the host tools. Nothing else defines these
+//! types; both kernels use them from here.
 //!
-//! `no_std`, `#[repr(C)]` and fixed-width types only. This crate grows one file
-//! per concept (hypercalls, start-info, vNUMA, physinfo); today it holds the
-//! status codes that end a QEMU run.
+//! `no_std`, no dependencies. Every structure that crosses the boundary is
+//! `#[repr(C)]`, little-endian, built only from fixed-width integers and
+//! `#[repr(transparent)]` newtypes over them (no `bool`, no enums, no
+//! `usize`), has no implicit padding, and has its size, alignment and field
+//! offsets checked at compile time. Every bit pattern of such a structure is
+//! valid, so one can be read safely from untrusted bytes ([`Pod::read_from`]).
+//!
+//! One file per concept: [`version`], [`features`], [`error`], [`addr`],
+//! [`hypercall`], [`start_info`], [`vnuma`], [`physinfo`], [`node`], [`query`]
+//! (the in/out structure protocol), [`shutdown`], [`cpuid`], [`elf_note`],
+//! [`exit`] (how a QEMU run ends), and [`layout`], a machine-readable
+//! description of all of it, generated from the types themselves.
+//!
+//! # Calling convention
+//!
+//! A guest makes a hypercall at CPL 0 by executing `VMMCALL` (`0F 01 D9`,
+//! [`hypercall::VMMCALL_LEN`] bytes) with:
+//!
+//! | register | meaning |
+//! | --- | --- |
+//! | RAX | hypercall number ([`Hypercall`]) |
+//! | RDI, RSI, RDX, R10, R8 | arguments 0 to 4 (Linux's syscall order) |
+//! | RAX (on return) | result, decoded with [`HypercallResult::decode`] |
+//!
+//! Every register other than RAX is preserved. A result in `[-4095, -1]` (as
+//! `i64`) is an [`Error`] code; anything else is success. Unused argument
+//! registers must be zero (the hypervisor refuses non-zero ones with
+//! [`Error::InvalidArgument`], so a later minor version can give them a
+//! meaning). Every pointer a guest passes is a guest-physical address
+//! ([`Gpa`]), never a guest-virtual one. An unknown hypercall number gives
+//! [`Error::Unsupported`]; a hypercall from CPL > 0 gives
+//! [`Error::NotPermitted`]. Each [`Hypercall`] variant documents its
+//! arguments, result and errors; [`HypercallRequest`] encodes and decodes them
+//! so both sides share one definition.
+//!
+//! The guest starts as described in [`start_info`] (64-bit mode, RSI = the
+//! [`Gpa`] of the [`StartInfo`] page); the hypervisor identifies itself
+//! through CPUID ([`cpuid`]).
+//!
+//! # Versioning
+//!
+//! The ABI has a major and a minor version ([`AbiVersion`], currently
+//! [`ABI_MAJOR`]`.`[`ABI_MINOR`]) and feature bits ([`Features`]) for optional
+//! capabilities. A hypervisor and a guest work together when their majors are
+//! equal; they then use what the lower minor defines, and feature bits tell
+//! the guest which optional capabilities are there (a clear bit means a
+//! fallback path, never a crash).
+//!
+//! Compatible changes (bump the minor):
+//! - a new hypercall number;
+//! - a new feature bit;
+//! - a field appended to a structure that carries its own size
+//!   ([`StartInfo::size`], and the `size` of every [`query`] structure);
+//! - a new flag bit that the receiver may safely ignore (receivers ignore
+//!   unknown bits of flags they are *given*; the hypervisor refuses unknown
+//!   bits of flags a guest *passes* in, so a guest learns they are not
+//!   understood).
+//!
+//! Anything else is a new major version: moving, resizing, retyping or
+//! removing a field, renumbering a hypercall, changing an argument's meaning,
+//! reusing a feature bit, changing an error code or a constant. A new error
+//! code may only come from a new hypercall or a new feature the caller opts
+//! into, so an old guest never sees one.
+//!
+//! Fixed in every version, major or not, so that any two builds can at least
+//! tell each other apart: hypercall [`Hypercall::Version`] = 0, its result
+//! encoding ([`AbiVersion::encode`]), the CPUID leaves in [`cpuid`], and the
+//! first 16 bytes of [`StartInfo`] (magic, version, size).
+//!
+//! A guest asks the version (CPUID leaf [`cpuid::CPUID_LEAF_VERSION`] or
+//! [`Hypercall::Version`]) and the features before anything else, refuses a
+//! different major with a message naming both versions, and then shuts down
+//! with [`ShutdownStatus::ABI_MISMATCH`]. A guest image may declare the
+//! version it was built against in an ELF note ([`elf_note`]) so the
+//! hypervisor can refuse it before it runs.
 
 #![no_std]
 
+#[cfg(test)]
+extern crate std;
+
+#[macro_use]
+pub mod pod;
+
+pub mod addr;
+pub mod cpuid;
+pub mod elf_note;
+pub mod error;
 pub mod exit;
+pub mod features;
+pub mod hypercall;
+pub mod layout;
+pub mod node;
+pub mod physinfo;
+pub mod query;
+pub mod shutdown;
+pub mod start_info;
+pub mod version;
+pub mod vnuma;
+
+pub use addr::{Gfn, Gpa, Maddr, Mfn, PAGE_SHIFT, PAGE_SIZE};
+pub use error::Error;
+pub use features::Features;
+pub use hypercall::{Hypercall, HypercallArgs, HypercallRequest, HypercallResult};
+pub use layout::AbiStruct;
+pub use physinfo::{DomainNodePages, NodeMemInfo, PhysInfo};
+pub use pod::Pod;
+pub use query::Query;
+pub use shutdown::ShutdownStatus;
+pub use start_info::{MemRange, StartInfo};
+pub use version::{AbiVersion, ABI_MAJOR, ABI_MINOR};
+pub use vnuma::{VmemRange, VnumaTopologyInfo};

@@ -1,0 +1,232 @@
+//! Feature bits: optional capabilities a hypervisor offers.
+//!
+//! A guest reads them with [`Hypercall::Features`](crate::Hypercall::Features)
+//! (word 0) or CPUID leaf 0x4000_0001 (EBX = bits 0..32, ECX = bits 32..64)
+//! and takes a fallback path when a bit is clear. A hypercall whose feature
+//! bit is clear returns [`Error::Unsupported`](crate::Error::Unsupported).
+//! Bit positions are fixed forever; a new bit is a compatible change. Bit 63
+//! is never assigned, so the word is never mistaken for an error code.
+
+use core::fmt;
+use core::ops::{BitAnd, BitAndAssign, BitOr, BitOrAssign};
+
+use crate::layout::{AbiStruct, FieldLayout, StructLayout};
+use crate::pod::Pod;
+
+/// A set of feature bits (word 0).
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Features(u64);
+
+const _: () = {
+    assert!(core::mem::size_of::<Features>() == 8);
+    assert!(core::mem::align_of::<Features>() == 8);
+};
+
+impl Features {
+    /// [`Hypercall::GetVnuma`](crate::Hypercall::GetVnuma) is available: the
+    /// domain has a vNUMA topology to report.
+    pub const VNUMA: Features = Features(1 << 0);
+    /// [`Hypercall::PhysInfo`](crate::Hypercall::PhysInfo) is available: the
+    /// domain may see the machine's topology.
+    pub const PHYSINFO: Features = Features(1 << 1);
+    /// [`Hypercall::DomainNodePages`](crate::Hypercall::DomainNodePages) is
+    /// available.
+    pub const DOMAIN_NODE_PAGES: Features = Features(1 << 2);
+    /// [`StartInfo::acpi_rsdp`](crate::StartInfo::acpi_rsdp) points to virtual
+    /// ACPI tables (RSDP, XSDT, SRAT, SLIT, MADT) describing exactly the
+    /// domain's vNUMA topology.
+    pub const VIRTUAL_ACPI: Features = Features(1 << 3);
+
+    /// Bit 63, never assigned (keeps the word out of the error range).
+    pub const RESERVED: Features = Features(1 << 63);
+
+    /// Every bit this version of the crate defines.
+    pub const KNOWN: Features = Features(
+        Self::VNUMA.0 | Self::PHYSINFO.0 | Self::DOMAIN_NODE_PAGES.0 | Self::VIRTUAL_ACPI.0,
+    );
+
+    /// Each named bit with its name, in bit order (for printing and for the
+    /// ABI description).
+    pub const NAMED: [(&'static str, Features); 4] = [
+        ("vnuma", Self::VNUMA),
+        ("physinfo", Self::PHYSINFO),
+        ("domain-node-pages", Self::DOMAIN_NODE_PAGES),
+        ("virtual-acpi", Self::VIRTUAL_ACPI),
+    ];
+
+    /// No features.
+    pub const fn empty() -> Self {
+        Features(0)
+    }
+
+    /// The raw bits.
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// All bits as given, including ones this crate does not know (what a
+    /// newer hypervisor may offer).
+    pub const fn from_bits_retain(bits: u64) -> Self {
+        Features(bits)
+    }
+
+    /// Only the bits this crate knows.
+    pub const fn from_bits_truncate(bits: u64) -> Self {
+        Features(bits & Self::KNOWN.0)
+    }
+
+    /// Whether every bit of `other` is set.
+    pub const fn contains(self, other: Features) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether any bit of `other` is set.
+    pub const fn intersects(self, other: Features) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// Bits in either.
+    pub const fn union(self, other: Features) -> Self {
+        Features(self.0 | other.0)
+    }
+
+    /// Bits in both.
+    pub const fn intersection(self, other: Features) -> Self {
+        Features(self.0 & other.0)
+    }
+
+    /// Bits in `self` but not in `other`.
+    pub const fn difference(self, other: Features) -> Self {
+        Features(self.0 & !other.0)
+    }
+
+    /// Whether no bit is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The bits this crate does not know.
+    pub const fn unknown(self) -> Self {
+        self.difference(Self::KNOWN)
+    }
+}
+
+impl BitOr for Features {
+    type Output = Features;
+    fn bitor(self, rhs: Features) -> Features {
+        self.union(rhs)
+    }
+}
+
+impl BitOrAssign for Features {
+    fn bitor_assign(&mut self, rhs: Features) {
+        *self = self.union(rhs);
+    }
+}
+
+impl BitAnd for Features {
+    type Output = Features;
+    fn bitand(self, rhs: Features) -> Features {
+        self.intersection(rhs)
+    }
+}
+
+impl BitAndAssign for Features {
+    fn bitand_assign(&mut self, rhs: Features) {
+        *self = self.intersection(rhs);
+    }
+}
+
+/// `vnuma,physinfo` style; unknown bits as hex; `none` when empty.
+impl fmt::Display for Features {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("none");
+        }
+        let mut sep = "";
+        for (name, bit) in Self::NAMED {
+            if self.contains(bit) {
+                write!(f, "{sep}{name}")?;
+                sep = ",";
+            }
+        }
+        let unknown = self.unknown();
+        if !unknown.is_empty() {
+            write!(f, "{sep}{:#x}", unknown.0)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Features {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Features({self})")
+    }
+}
+
+// SAFETY: `#[repr(transparent)]` over `u64`: every bit pattern is valid, no padding.
+unsafe impl Pod for Features {}
+
+impl AbiStruct for Features {
+    const LAYOUT: StructLayout = StructLayout {
+        name: "Features",
+        size: 8,
+        align: 8,
+        fields: &[FieldLayout {
+            name: "0",
+            ty: "u64",
+            offset: 0,
+            size: 8,
+        }],
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn bits_are_stable() {
+        assert_eq!(Features::VNUMA.bits(), 1);
+        assert_eq!(Features::PHYSINFO.bits(), 2);
+        assert_eq!(Features::DOMAIN_NODE_PAGES.bits(), 4);
+        assert_eq!(Features::VIRTUAL_ACPI.bits(), 8);
+        assert_eq!(Features::KNOWN.bits(), 0xf);
+        assert!(!Features::KNOWN.intersects(Features::RESERVED));
+        let mut all = Features::empty();
+        for (_, bit) in Features::NAMED {
+            assert_eq!(bit.bits().count_ones(), 1);
+            assert!(!all.intersects(bit));
+            all |= bit;
+        }
+        assert_eq!(all, Features::KNOWN);
+    }
+
+    #[test]
+    fn set_operations() {
+        let f = Features::VNUMA | Features::PHYSINFO;
+        assert!(f.contains(Features::VNUMA));
+        assert!(!f.contains(Features::VNUMA | Features::VIRTUAL_ACPI));
+        assert!(f.intersects(Features::VNUMA | Features::VIRTUAL_ACPI));
+        assert_eq!(f & Features::PHYSINFO, Features::PHYSINFO);
+        assert_eq!(f.difference(Features::VNUMA), Features::PHYSINFO);
+        let newer = Features::from_bits_retain(f.bits() | 1 << 40);
+        assert_eq!(newer.unknown().bits(), 1 << 40);
+        assert_eq!(Features::from_bits_truncate(newer.bits()), f);
+    }
+
+    #[test]
+    fn display() {
+        assert_eq!(Features::empty().to_string(), "none");
+        assert_eq!(
+            (Features::VNUMA | Features::VIRTUAL_ACPI).to_string(),
+            "vnuma,virtual-acpi"
+        );
+        assert_eq!(
+            Features::from_bits_retain(0x102).to_string(),
+            "physinfo,0x100"
+        );
+    }
+}
