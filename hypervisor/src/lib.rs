@@ -16,6 +16,8 @@ pub mod acpi;
 #[cfg(target_os = "none")]
 pub mod arch;
 pub mod boot;
+pub mod domain;
+pub mod hypercall;
 pub mod mm;
 pub mod numa;
 pub mod report;

@@ -1,0 +1,109 @@
+//! Hypercall dispatch: one place to find every hypercall the hypervisor
+//! serves, by its `pv-abi` name, with one file per family.
+//!
+//! Nothing a guest passes can panic the hypervisor: the registers are
+//! decoded by `pv_abi::HypercallRequest::from_args` (unknown numbers,
+//! non-zero unused registers, misaligned structures, over-long writes are
+//! refused there), every guest address goes through [`GuestAccess`] (which
+//! faults rather than touch memory outside the domain), and every result is
+//! an errno-style `pv_abi::Error`.
+
+mod console;
+mod query;
+
+use alloc::vec::Vec;
+
+use pv_abi::{
+    AbiVersion, Error, Features, Gpa, HypercallArgs, HypercallRequest, HypercallResult, Pod,
+    ShutdownStatus, VmemRange,
+};
+
+pub use console::ConsoleBuffer;
+
+/// Guest-physical memory of the calling domain.
+pub trait GuestAccess {
+    /// Copies `buf.len()` bytes from `gpa`; [`Error::Fault`] if any byte is
+    /// outside the domain's memory (nothing is read then).
+    fn read(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), Error>;
+    /// Copies `buf` to `gpa`; [`Error::Fault`] if any byte is outside the
+    /// domain's memory (nothing is written then).
+    fn write(&mut self, gpa: Gpa, buf: &[u8]) -> Result<(), Error>;
+}
+
+/// Reads a `Pod` structure from guest memory.
+pub fn read_pod<T: Pod>(mem: &dyn GuestAccess, gpa: Gpa) -> Result<T, Error> {
+    let mut v = T::zeroed();
+    mem.read(gpa, v.as_bytes_mut())?;
+    Ok(v)
+}
+
+/// The calling domain's virtual NUMA topology, as GET_VNUMA reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VnumaView {
+    pub nr_vnodes: u32,
+    /// Row-major `nr_vnodes^2`.
+    pub distances: Vec<u32>,
+    pub vcpu_to_vnode: Vec<u32>,
+    /// Sorted by start.
+    pub ranges: Vec<VmemRange>,
+}
+
+/// The machine, as PHYSINFO reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MachineView {
+    pub nr_cpus: u32,
+    pub total_pages: u64,
+    pub free_pages: u64,
+    /// Per node: (present pages, free pages).
+    pub node_mem: Vec<(u64, u64)>,
+    /// Row-major `nr_nodes^2`.
+    pub distances: Vec<u32>,
+    pub cpu_to_node: Vec<u32>,
+}
+
+/// What a hypercall may see and do: the calling domain and the machine.
+pub trait HypercallEnv {
+    fn memory(&mut self) -> &mut dyn GuestAccess;
+    fn vnuma(&self) -> &VnumaView;
+    fn machine(&self) -> MachineView;
+    /// Pages of the calling domain on each physical node.
+    fn node_pages(&self) -> Vec<u64>;
+    /// Console output of the calling domain.
+    fn console(&mut self, bytes: &[u8]);
+}
+
+/// What the hypervisor offers in this build.
+pub const FEATURES: Features = Features::VNUMA
+    .union(Features::PHYSINFO)
+    .union(Features::DOMAIN_NODE_PAGES)
+    .union(Features::VIRTUAL_ACPI);
+
+/// What the vCPU does after a hypercall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Put this value in RAX and resume after VMMCALL.
+    Return(u64),
+    /// The domain asked to end with this status.
+    Shutdown(ShutdownStatus),
+}
+
+/// Serves one hypercall.
+pub fn dispatch(args: &HypercallArgs, env: &mut dyn HypercallEnv) -> Outcome {
+    let request = match HypercallRequest::from_args(args) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Return(HypercallResult::encode(Err(e))),
+    };
+    let result = match request {
+        HypercallRequest::Version => Ok(AbiVersion::CURRENT.encode()),
+        HypercallRequest::Features { word } => Ok(if word == 0 { FEATURES.bits() } else { 0 }),
+        HypercallRequest::ConsoleWrite { buf, len } => console::write(env, buf, len),
+        HypercallRequest::GetVnuma { info } => query::get_vnuma(env, info),
+        HypercallRequest::PhysInfo { info } => query::physinfo(env, info),
+        HypercallRequest::DomainNodePages { info } => query::domain_node_pages(env, info),
+        HypercallRequest::Shutdown { status } => return Outcome::Shutdown(status),
+    };
+    Outcome::Return(HypercallResult::encode(result))
+}
+
+#[cfg(test)]
+pub(crate) mod testenv;

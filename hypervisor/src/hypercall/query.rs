@@ -1,0 +1,320 @@
+//! GET_VNUMA, PHYSINFO and DOMAIN_NODE_PAGES: the query hypercalls, all
+//! following pv-abi's in/out protocol (`pv_abi::query`): accept the
+//! caller's size, refuse non-zero flags, write the real counts back with
+//! BufferTooSmall when a buffer is short, and never write a buffer then.
+
+use alloc::vec::Vec;
+
+use pv_abi::physinfo::PhysCounts;
+use pv_abi::query::{accept_size, Query};
+use pv_abi::vnuma::VnumaCounts;
+use pv_abi::{DomainNodePages, Error, Gpa, NodeMemInfo, PhysInfo, Pod, VnumaTopologyInfo};
+
+use super::{GuestAccess, HypercallEnv};
+
+/// Reads a query structure as the protocol says: `size` first, then that
+/// many bytes (at most ours), fields the caller does not know as zero.
+fn read_query<T: Query + Pod>(mem: &dyn GuestAccess, at: Gpa) -> Result<(T, u32), Error> {
+    let mut size = [0u8; 4];
+    mem.read(at, &mut size)?;
+    let accepted = accept_size::<T>(u32::from_le_bytes(size))?;
+    let mut bytes = [0u8; 256];
+    let Some(buf) = bytes.get_mut(..accepted as usize) else {
+        return Err(Error::InvalidArgument);
+    };
+    mem.read(at, buf)?;
+    let value = T::read_zero_extended(buf);
+    if !value.reserved_are_zero() {
+        return Err(Error::InvalidArgument);
+    }
+    Ok((value, accepted))
+}
+
+/// Writes the accepted part of a query structure back, `size` = accepted.
+fn write_query<T: Query + Pod>(
+    mem: &mut dyn GuestAccess,
+    at: Gpa,
+    value: &mut T,
+    accepted: u32,
+) -> Result<(), Error> {
+    value.set_size(accepted);
+    let bytes = value.as_bytes();
+    mem.write(at, bytes.get(..accepted as usize).unwrap_or(bytes))
+}
+
+/// Writes an array of `Pod` values to a guest buffer that must be aligned
+/// to the element's alignment.
+fn write_array<T: Pod>(mem: &mut dyn GuestAccess, at: Gpa, values: &[T]) -> Result<(), Error> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    if !at.is_aligned(core::mem::align_of::<T>() as u64) {
+        return Err(Error::InvalidArgument);
+    }
+    let mut bytes = Vec::with_capacity(core::mem::size_of_val(values));
+    for v in values {
+        bytes.extend_from_slice(v.as_bytes());
+    }
+    mem.write(at, &bytes)
+}
+
+pub fn get_vnuma(env: &mut dyn HypercallEnv, at: Gpa) -> Result<u64, Error> {
+    let (mut info, accepted) = read_query::<VnumaTopologyInfo>(env.memory(), at)?;
+    let v = env.vnuma().clone();
+    let actual = VnumaCounts {
+        nr_vnodes: v.nr_vnodes,
+        nr_vcpus: v.vcpu_to_vnode.len() as u32,
+        nr_vmemranges: v.ranges.len() as u32,
+    };
+    let (vdistance, vcpu_to_vnode, vmemrange) =
+        (info.vdistance, info.vcpu_to_vnode, info.vmemrange);
+    let fits = info.reply(actual);
+    if fits.is_ok() {
+        let mem = env.memory();
+        write_array(mem, vdistance, &v.distances)?;
+        write_array(mem, vcpu_to_vnode, &v.vcpu_to_vnode)?;
+        write_array(mem, vmemrange, &v.ranges)?;
+    }
+    write_query(env.memory(), at, &mut info, accepted)?;
+    fits.map(|()| 0)
+}
+
+pub fn physinfo(env: &mut dyn HypercallEnv, at: Gpa) -> Result<u64, Error> {
+    let (mut info, accepted) = read_query::<PhysInfo>(env.memory(), at)?;
+    let m = env.machine();
+    let actual = PhysCounts {
+        nr_nodes: m.node_mem.len() as u32,
+        nr_cpus: m.nr_cpus,
+    };
+    info.total_pages = m.total_pages;
+    info.free_pages = m.free_pages;
+    let (node_mem, node_distance, cpu_to_node) =
+        (info.node_mem, info.node_distance, info.cpu_to_node);
+    let fits = info.reply(actual);
+    if fits.is_ok() {
+        let mem = env.memory();
+        let nodes: Vec<NodeMemInfo> = m
+            .node_mem
+            .iter()
+            .map(|&(size_pages, free_pages)| NodeMemInfo {
+                size_pages,
+                free_pages,
+            })
+            .collect();
+        write_array(mem, node_mem, &nodes)?;
+        write_array(mem, node_distance, &m.distances)?;
+        write_array(mem, cpu_to_node, &m.cpu_to_node)?;
+    }
+    write_query(env.memory(), at, &mut info, accepted)?;
+    fits.map(|()| 0)
+}
+
+pub fn domain_node_pages(env: &mut dyn HypercallEnv, at: Gpa) -> Result<u64, Error> {
+    let (mut info, accepted) = read_query::<DomainNodePages>(env.memory(), at)?;
+    let pages = env.node_pages();
+    let buffer = info.pages;
+    let fits = info.reply(pages.len() as u32);
+    if fits.is_ok() {
+        write_array(env.memory(), buffer, &pages)?;
+    }
+    write_query(env.memory(), at, &mut info, accepted)?;
+    fits.map(|()| pages.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testenv::TestEnv;
+    use super::super::{dispatch, Outcome};
+    use super::*;
+    use pv_abi::{Hypercall, HypercallArgs, HypercallResult, VmemRange};
+
+    fn call(env: &mut TestEnv, nr: Hypercall, a0: u64) -> Result<u64, Error> {
+        match dispatch(&HypercallArgs::new(nr, [a0, 0, 0, 0, 0]), env) {
+            Outcome::Return(v) => HypercallResult::decode(v),
+            Outcome::Shutdown(_) => panic!("unexpected shutdown"),
+        }
+    }
+
+    #[test]
+    fn vnuma_probe_then_fill() {
+        let mut env = TestEnv::two_vnodes();
+        let at = Gpa(0x1000);
+        env.put(at, &VnumaTopologyInfo::probe());
+        assert_eq!(
+            call(&mut env, Hypercall::GetVnuma, at.0),
+            Err(Error::BufferTooSmall)
+        );
+        let back: VnumaTopologyInfo = env.get(at);
+        assert_eq!(
+            (back.nr_vnodes, back.nr_vcpus, back.nr_vmemranges),
+            (2, 3, 2)
+        );
+
+        let caps = VnumaCounts {
+            nr_vnodes: 2,
+            nr_vcpus: 3,
+            nr_vmemranges: 2,
+        };
+        let req = VnumaTopologyInfo::new(caps, Gpa(0x2000), Gpa(0x3000), Gpa(0x4000));
+        env.put(at, &req);
+        assert_eq!(call(&mut env, Hypercall::GetVnuma, at.0), Ok(0));
+        let d: [u32; 4] = env.get(Gpa(0x2000));
+        assert_eq!(d, [10, 20, 20, 10]);
+        let c: [u32; 3] = env.get(Gpa(0x3000));
+        assert_eq!(c, [0, 0, 1]);
+        let r: [VmemRange; 2] = env.get(Gpa(0x4000));
+        assert_eq!(r[1], VmemRange::new(Gpa(0x200_0000), Gpa(0x400_0000), 1));
+
+        // One range short: too small, and the buffers are left alone.
+        env.put(Gpa(0x4000), &[0u8; 48]);
+        let short = VnumaTopologyInfo::new(
+            VnumaCounts {
+                nr_vmemranges: 1,
+                ..caps
+            },
+            Gpa(0x2000),
+            Gpa(0x3000),
+            Gpa(0x4000),
+        );
+        env.put(at, &short);
+        assert_eq!(
+            call(&mut env, Hypercall::GetVnuma, at.0),
+            Err(Error::BufferTooSmall)
+        );
+        assert_eq!(env.get::<[u8; 48]>(Gpa(0x4000)), [0u8; 48]);
+    }
+
+    #[test]
+    fn bad_queries_are_refused() {
+        let mut env = TestEnv::two_vnodes();
+        // Misaligned structure.
+        assert_eq!(
+            call(&mut env, Hypercall::GetVnuma, 0x1004),
+            Err(Error::InvalidArgument)
+        );
+        // Outside guest memory.
+        assert_eq!(
+            call(&mut env, Hypercall::GetVnuma, 1 << 40),
+            Err(Error::Fault)
+        );
+        // Size below 1.0's.
+        env.put(Gpa(0x1000), &8u32);
+        assert_eq!(
+            call(&mut env, Hypercall::GetVnuma, 0x1000),
+            Err(Error::InvalidArgument)
+        );
+        // Non-zero flags.
+        let mut req = VnumaTopologyInfo::probe();
+        req.flags = 1;
+        env.put(Gpa(0x1000), &req);
+        assert_eq!(
+            call(&mut env, Hypercall::GetVnuma, 0x1000),
+            Err(Error::InvalidArgument)
+        );
+        // Buffer outside memory.
+        let caps = VnumaCounts {
+            nr_vnodes: 2,
+            nr_vcpus: 3,
+            nr_vmemranges: 2,
+        };
+        env.put(
+            Gpa(0x1000),
+            &VnumaTopologyInfo::new(caps, Gpa(1 << 41), Gpa(0x3000), Gpa(0x4000)),
+        );
+        assert_eq!(
+            call(&mut env, Hypercall::GetVnuma, 0x1000),
+            Err(Error::Fault)
+        );
+        // Misaligned array.
+        env.put(
+            Gpa(0x1000),
+            &VnumaTopologyInfo::new(caps, Gpa(0x2001), Gpa(0x3000), Gpa(0x4000)),
+        );
+        assert_eq!(
+            call(&mut env, Hypercall::GetVnuma, 0x1000),
+            Err(Error::InvalidArgument)
+        );
+        // Unknown hypercall, unused register set.
+        let unknown = HypercallArgs {
+            nr: 999,
+            args: [0; 5],
+        };
+        assert_eq!(
+            dispatch(&unknown, &mut env),
+            Outcome::Return(HypercallResult::encode(Err(Error::Unsupported)))
+        );
+        let extra = HypercallArgs::new(Hypercall::Version, [1, 0, 0, 0, 0]);
+        assert_eq!(
+            dispatch(&extra, &mut env),
+            Outcome::Return(HypercallResult::encode(Err(Error::InvalidArgument)))
+        );
+    }
+
+    #[test]
+    fn physinfo_and_node_pages() {
+        let mut env = TestEnv::two_vnodes();
+        let at = Gpa(0x1000);
+        env.put(at, &PhysInfo::probe());
+        assert_eq!(
+            call(&mut env, Hypercall::PhysInfo, at.0),
+            Err(Error::BufferTooSmall)
+        );
+        let back: PhysInfo = env.get(at);
+        assert_eq!(
+            (back.nr_nodes, back.nr_cpus, back.total_pages),
+            (2, 4, 2000)
+        );
+        let caps = PhysCounts {
+            nr_nodes: 2,
+            nr_cpus: 4,
+        };
+        env.put(
+            at,
+            &PhysInfo::new(caps, Gpa(0x2000), Gpa(0x3000), Gpa(0x3100)),
+        );
+        assert_eq!(call(&mut env, Hypercall::PhysInfo, at.0), Ok(0));
+        let nodes: [NodeMemInfo; 2] = env.get(Gpa(0x2000));
+        assert_eq!(
+            nodes[1],
+            NodeMemInfo {
+                size_pages: 1000,
+                free_pages: 400
+            }
+        );
+        let cpus: [u32; 4] = env.get(Gpa(0x3100));
+        assert_eq!(cpus, [0, 0, 1, 1]);
+
+        env.put(at, &DomainNodePages::new(2, Gpa(0x5000)));
+        assert_eq!(call(&mut env, Hypercall::DomainNodePages, at.0), Ok(2));
+        let pages: [u64; 2] = env.get(Gpa(0x5000));
+        assert_eq!(pages, [8192, 8192]);
+    }
+
+    #[test]
+    fn console_and_version() {
+        let mut env = TestEnv::two_vnodes();
+        env.put(Gpa(0x6000), b"hi there");
+        let args = HypercallArgs::new(Hypercall::ConsoleWrite, [0x6000, 8, 0, 0, 0]);
+        assert_eq!(dispatch(&args, &mut env), Outcome::Return(8));
+        assert_eq!(env.console, b"hi there");
+        let too_long = HypercallArgs::new(Hypercall::ConsoleWrite, [0x6000, 1 << 20, 0, 0, 0]);
+        assert_eq!(
+            dispatch(&too_long, &mut env),
+            Outcome::Return(HypercallResult::encode(Err(Error::InvalidArgument)))
+        );
+        let outside = HypercallArgs::new(Hypercall::ConsoleWrite, [0x3ff_fffc, 8, 0, 0, 0]);
+        assert_eq!(
+            dispatch(&outside, &mut env),
+            Outcome::Return(HypercallResult::encode(Err(Error::Fault)))
+        );
+        assert_eq!(
+            call(&mut env, Hypercall::Version, 0),
+            Ok(pv_abi::AbiVersion::CURRENT.encode())
+        );
+        let shutdown = HypercallArgs::new(Hypercall::Shutdown, [3, 0, 0, 0, 0]);
+        assert_eq!(
+            dispatch(&shutdown, &mut env),
+            Outcome::Shutdown(pv_abi::ShutdownStatus(3))
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! A fake domain for hypercall tests: 64 MiB of guest memory at Gpa 0 in a
+//! vector, two vnodes, a two-node machine.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use pv_abi::{Error, Gpa, Pod, VmemRange};
+
+use super::{GuestAccess, HypercallEnv, MachineView, VnumaView};
+
+pub struct TestMem {
+    pub bytes: Vec<u8>,
+}
+
+impl GuestAccess for TestMem {
+    fn read(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), Error> {
+        let start = usize::try_from(gpa.0).map_err(|_| Error::Fault)?;
+        let src = self
+            .bytes
+            .get(start..start.checked_add(buf.len()).ok_or(Error::Fault)?)
+            .ok_or(Error::Fault)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn write(&mut self, gpa: Gpa, buf: &[u8]) -> Result<(), Error> {
+        let start = usize::try_from(gpa.0).map_err(|_| Error::Fault)?;
+        let end = start.checked_add(buf.len()).ok_or(Error::Fault)?;
+        self.bytes
+            .get_mut(start..end)
+            .ok_or(Error::Fault)?
+            .copy_from_slice(buf);
+        Ok(())
+    }
+}
+
+pub struct TestEnv {
+    pub mem: TestMem,
+    pub vnuma: VnumaView,
+    pub console: Vec<u8>,
+}
+
+impl TestEnv {
+    /// Two vnodes of 32 MiB; vCPUs 0, 1 on vnode 0 and 2 on vnode 1.
+    pub fn two_vnodes() -> TestEnv {
+        TestEnv {
+            mem: TestMem {
+                bytes: vec![0; 64 << 20],
+            },
+            vnuma: VnumaView {
+                nr_vnodes: 2,
+                distances: vec![10, 20, 20, 10],
+                vcpu_to_vnode: vec![0, 0, 1],
+                ranges: vec![
+                    VmemRange::new(Gpa(0), Gpa(0x200_0000), 0),
+                    VmemRange::new(Gpa(0x200_0000), Gpa(0x400_0000), 1),
+                ],
+            },
+            console: Vec::new(),
+        }
+    }
+
+    pub fn put<T: Pod>(&mut self, at: Gpa, value: &T) {
+        self.mem
+            .write(at, value.as_bytes())
+            .expect("test address in memory");
+    }
+
+    pub fn get<T: Pod>(&self, at: Gpa) -> T {
+        super::read_pod(&self.mem, at).expect("test address in memory")
+    }
+}
+
+impl HypercallEnv for TestEnv {
+    fn memory(&mut self) -> &mut dyn GuestAccess {
+        &mut self.mem
+    }
+
+    fn vnuma(&self) -> &VnumaView {
+        &self.vnuma
+    }
+
+    fn machine(&self) -> MachineView {
+        MachineView {
+            nr_cpus: 4,
+            total_pages: 2000,
+            free_pages: 900,
+            node_mem: vec![(1000, 500), (1000, 400)],
+            distances: vec![10, 21, 21, 10],
+            cpu_to_node: vec![0, 0, 1, 1],
+        }
+    }
+
+    fn node_pages(&self) -> Vec<u64> {
+        vec![8192, 8192]
+    }
+
+    fn console(&mut self, bytes: &[u8]) {
+        self.console.extend_from_slice(bytes);
+    }
+}
