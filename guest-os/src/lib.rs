@@ -1,4 +1,41 @@
-//! numavisor's guest OS. Its boot path, mm and test suites arrive with the
-//! domains issue; the crate exists so that the workspace has its final shape.
+//! numavisor's guest OS, as a library.
+//!
+//! The path of one boot, in the order the modules run (see `main.rs` for the
+//! bare-metal entry):
+//!
+//! 1. [`console`]: `print!`/`println!`, one `CONSOLE_WRITE` hypercall per line.
+//! 2. [`hypercall`]: typed wrappers over `pv-abi`, the query protocol
+//!    (probe the counts, then fetch), one place for every hypercall.
+//! 3. [`boot`]: the boot sequence itself ([`boot::run`]): ABI check, the
+//!    start-info page, the heap, vNUMA, ACPI, the printed view, failure modes
+//!    ([`cmdline`]), the test suites, the shutdown status.
+//! 4. [`numa`]: the vNUMA topology, the virtual SRAT/SLIT/MADT, Linux's node
+//!    numbering and the cross-check between the two sources.
+//! 5. [`ktest`]: the in-guest test framework, its KTAP printer and the suites.
+//!
+//! Everything that is not hardware access runs on the host too: the boot
+//! sequence talks to the machine only through [`platform::Platform`], which
+//! the bare-metal kernel implements with `VMMCALL` and the identity map, and
+//! the host tests implement with a model hypervisor that follows `pv-abi`'s
+//! documentation. Hardware access lives in [`arch`] (bare metal only).
 
-#![no_std]
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod console;
+
+#[cfg(target_os = "none")]
+pub mod arch;
+pub mod boot;
+pub mod cmdline;
+pub mod hypercall;
+pub mod ktest;
+pub mod numa;
+pub mod platform;
+
+#[cfg(test)]
+mod mock;
+
+#[cfg(test)]
+mod boot_tests;

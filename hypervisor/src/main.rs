@@ -16,4 +16,7 @@ fn main() {
 }
 
 #[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
 mod bare_metal;

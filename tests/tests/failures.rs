@@ -147,7 +147,7 @@ fn a_panic_reports_its_location_and_exit_code() {
     );
     assert!(
         run.console
-            .contains("numavisor: PANIC at hypervisor/src/bare_metal.rs:"),
+            .contains("numavisor: PANIC at hypervisor/src/bare_metal/"),
         "{}",
         context(&run)
     );

@@ -55,40 +55,41 @@ pub fn ensure_target() -> Result<(), String> {
 #[derive(Clone, Debug)]
 pub struct Images {
     pub hypervisor: PathBuf,
+    /// The guest kernel, passed to the hypervisor as a boot module.
+    pub guest: PathBuf,
 }
 
-/// Builds the hypervisor (release profile, with debug info: TCG is slow
-/// enough without unoptimised code) into `target_dir`.
+/// Builds the hypervisor and the guest (release profile, with debug info:
+/// TCG is slow enough without unoptimised code) into `target_dir`.
 pub fn build(target_dir: Option<&Path>) -> Result<Images, String> {
     ensure_target()?;
     let root = workspace_root();
     let mut cmd = Command::new(cargo());
-    cmd.current_dir(&root).args([
-        "build",
-        "--release",
-        "--package",
-        "hypervisor",
-        "--bin",
-        "hypervisor",
-        "--target",
-        TARGET,
-    ]);
+    cmd.current_dir(&root)
+        .args(["build", "--release", "--target", TARGET])
+        .args(["--package", "hypervisor", "--bin", "hypervisor"])
+        .args(["--package", "guest-os", "--bin", "guest-os"]);
     if let Some(dir) = target_dir {
         cmd.arg("--target-dir").arg(dir);
     }
     let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
-        return Err(format!("building the hypervisor failed ({status})"));
+        return Err(format!(
+            "building the hypervisor and the guest failed ({status})"
+        ));
     }
     let dir = target_dir
         .map(Path::to_path_buf)
         .unwrap_or_else(|| root.join("target"));
-    let hypervisor = dir.join(TARGET).join("release").join("hypervisor");
-    if !hypervisor.is_file() {
-        return Err(format!(
-            "the build did not produce {}",
-            hypervisor.display()
-        ));
+    let release = dir.join(TARGET).join("release");
+    let images = Images {
+        hypervisor: release.join("hypervisor"),
+        guest: release.join("guest-os"),
+    };
+    for p in [&images.hypervisor, &images.guest] {
+        if !p.is_file() {
+            return Err(format!("the build did not produce {}", p.display()));
+        }
     }
-    Ok(Images { hypervisor })
+    Ok(images)
 }

@@ -23,6 +23,11 @@ Commands:
 Options of `run`:
   --topology NAME       boot a preset machine (default: `default`)
   --append \"OPTIONS\"    extra hypervisor command-line options
+  --domain FILE         run the domain FILE describes (xl.cfg style, see
+                        domains/); repeat for several domains in a row.
+                        Without it one domain mirrors the machine
+  --guest-cmdline \"..\"  command line of the mirror domain's guest
+  --no-guest            boot the hypervisor alone (no guest module)
   --timeout SECS        kill QEMU after SECS seconds (default 120)
   --gdb                 wait for a debugger on :1234 (no time-out)
   -- QEMU ARGS...       describe the machine with QEMU's own arguments
@@ -46,6 +51,9 @@ Exit status of `run`: 0 success; the hypervisor's exit code otherwise
 
 struct RunArgs {
     machine: Option<MachineSpec>,
+    domains: Vec<String>,
+    guest: bool,
+    guest_cmdline: String,
     qemu_args: Vec<String>,
     append: String,
     timeout: Duration,
@@ -55,6 +63,9 @@ struct RunArgs {
 fn parse_run(args: &[String]) -> Result<RunArgs, String> {
     let mut out = RunArgs {
         machine: None,
+        domains: Vec::new(),
+        guest: true,
+        guest_cmdline: String::new(),
         qemu_args: Vec::new(),
         append: String::new(),
         timeout: xtask::DEFAULT_TIMEOUT,
@@ -79,6 +90,17 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
                 out.timeout = Duration::from_secs(secs);
             }
             "--gdb" => out.gdb = true,
+            "--domain" => {
+                let f = it.next().ok_or("--domain needs a file")?;
+                if !std::path::Path::new(f).is_file() {
+                    return Err(format!("--domain: no file '{f}'"));
+                }
+                out.domains.push(f.clone());
+            }
+            "--no-guest" => out.guest = false,
+            "--guest-cmdline" => {
+                out.guest_cmdline = it.next().ok_or("--guest-cmdline needs a value")?.clone()
+            }
             "--" => out.qemu_args = it.by_ref().cloned().collect(),
             other => return Err(format!("unknown option '{other}' (see `cargo xtask help`)")),
         }
@@ -107,9 +129,18 @@ fn cmd_run(args: &[String]) -> Result<i32, String> {
         }
         cmdline.push_str(&run.append);
     }
+    let mut modules = Vec::new();
+    if run.guest {
+        modules.push(
+            format!("{} {}", images.guest.display(), run.guest_cmdline)
+                .trim_end()
+                .to_string(),
+        );
+        modules.extend(run.domains.iter().cloned());
+    }
     let cfg = RunConfig {
         kernel: images.hypervisor,
-        modules: Vec::new(),
+        modules,
         cmdline,
         machine_args,
         timeout: run.timeout,
@@ -167,6 +198,8 @@ fn cmd_test() -> Result<i32, String> {
             "clippy",
             "--package",
             "hypervisor",
+            "--package",
+            "guest-os",
             "--target",
             TARGET,
             "--",
@@ -180,6 +213,7 @@ fn cmd_test() -> Result<i32, String> {
         cargo()
             .args(["test", "--workspace"])
             .env("NUMAVISOR_HYPERVISOR", &images.hypervisor)
+            .env("NUMAVISOR_GUEST", &images.guest)
             .env("NUMAVISOR_QEMU", &qemu),
     )?;
     eprintln!("xtask: all tests passed");

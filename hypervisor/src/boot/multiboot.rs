@@ -119,12 +119,14 @@ impl fmt::Display for BootInfoError {
 
 fn read_u32(mem: &dyn PhysMemory, addr: u64) -> Option<u32> {
     let mut b = [0u8; 4];
-    mem.read(PhysAddr(addr), &mut b).then(|| u32::from_le_bytes(b))
+    mem.read(PhysAddr(addr), &mut b)
+        .then(|| u32::from_le_bytes(b))
 }
 
 fn read_u64(mem: &dyn PhysMemory, addr: u64) -> Option<u64> {
     let mut b = [0u8; 8];
-    mem.read(PhysAddr(addr), &mut b).then(|| u64::from_le_bytes(b))
+    mem.read(PhysAddr(addr), &mut b)
+        .then(|| u64::from_le_bytes(b))
 }
 
 /// Reads a NUL-terminated string of at most [`MAX_STRING`] bytes; returns it

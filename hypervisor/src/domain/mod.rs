@@ -14,9 +14,11 @@
 //! types the guest uses; machine ones have theirs in `mm::addr`. They never
 //! mix through a bare `u64`.
 
+pub mod build;
 pub mod config;
 pub mod elf;
 pub mod layout;
+pub mod run;
 #[cfg(test)]
 pub(crate) mod testutil;
 

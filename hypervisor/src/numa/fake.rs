@@ -241,9 +241,9 @@ pub fn emulate(phys: &Topology, n: u32, warn: &mut dyn FnMut(&str)) -> Topology 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use acpi_numa::build::{slit, MadtBuilder, SratBuilder};
     use crate::numa::topology::tests::{input, r, run, MIB};
     use crate::numa::topology::ApicIdLayout;
+    use acpi_numa::build::{slit, MadtBuilder, SratBuilder};
     use alloc::string::String;
     use proptest::prelude::*;
 

@@ -447,7 +447,11 @@ fn from_srat(
     let mut mems: Vec<(MemRange, usize, bool)> = Vec::new();
     for m in srat.memory().filter(|m| m.enabled && m.length != 0) {
         let node = claim(m.pxm)?;
-        mems.push((MemRange::from_base_len(m.base, m.length), node, m.hotpluggable));
+        mems.push((
+            MemRange::from_base_len(m.base, m.length),
+            node,
+            m.hotpluggable,
+        ));
     }
     if mems.is_empty() {
         // Linux: no parsed memory affinity, no SRAT NUMA.

@@ -19,8 +19,22 @@ const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 
 const SIZE_4K: u64 = 1 << 12;
 const SIZE_2M: u64 = 1 << 21;
-/// Highest address + 1 a 4-level table can map (48 bits).
-pub const ADDRESS_LIMIT: u64 = 1 << 48;
+/// One past the lower canonical half of the 48-bit virtual space.
+pub const LOWER_HALF_END: u64 = 1 << 47;
+/// Start of the upper canonical half.
+pub const UPPER_HALF_START: u64 = 0xFFFF_8000_0000_0000;
+/// One past the highest address an entry can point to (52-bit physical).
+pub const TARGET_LIMIT: u64 = 1 << 52;
+
+/// Whether `[va, va + len)` lies in one canonical half. (Nested tables
+/// translate guest-physical addresses, which all sit in the lower half.)
+fn canonical_range(va: u64, len: u64) -> bool {
+    match va.checked_add(len) {
+        Some(end) => end <= LOWER_HALF_END || va >= UPPER_HALF_START,
+        // Ending exactly at 2^64 is fine in the upper half.
+        None => va >= UPPER_HALF_START && va.wrapping_add(len) == 0,
+    }
+}
 
 /// Where the tables live. Addresses are in the tables' own address space
 /// (machine addresses for nested tables, guest-physical for guest tables).
@@ -37,7 +51,8 @@ pub trait TableMemory {
 /// pages already allocated, which the owner frees with the rest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapError {
-    /// Addresses or length not 4 KiB-aligned, or beyond 48 bits.
+    /// Addresses or length not 4 KiB-aligned, a virtual range that is not
+    /// canonical, or a target beyond 52 bits.
     Misaligned,
     /// Part of the range is already mapped.
     AlreadyMapped(u64),
@@ -48,7 +63,9 @@ pub enum MapError {
 impl fmt::Display for MapError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            MapError::Misaligned => write!(f, "range not page-aligned or beyond 48 bits"),
+            MapError::Misaligned => {
+                write!(f, "range not page-aligned, not canonical or beyond 52 bits")
+            }
             MapError::AlreadyMapped(a) => write!(f, "{a:#x} is already mapped"),
             MapError::OutOfMemory => write!(f, "out of memory for page tables"),
         }
@@ -80,6 +97,19 @@ impl<M: TableMemory> PageTables<M> {
             pages_4k: 0,
             pages_2m: 0,
         })
+    }
+
+    /// Existing tables rooted at `root` (for walking them; new tables are
+    /// still allocated from `mem` if something is mapped).
+    pub fn from_root(mem: M, root: u64, entry_flags: u64) -> Self {
+        PageTables {
+            root,
+            mem,
+            entry_flags: entry_flags | PRESENT,
+            tables: alloc::vec![root],
+            pages_4k: 0,
+            pages_2m: 0,
+        }
     }
 
     /// The PML4's address (what goes into CR3 or the VMCB's nested CR3).
@@ -127,15 +157,16 @@ impl<M: TableMemory> PageTables<M> {
     /// Maps `[va, va + len)` to `[pa, pa + len)`.
     pub fn map(&mut self, va: u64, pa: u64, len: u64) -> Result<(), MapError> {
         let aligned = (va | pa | len).is_multiple_of(SIZE_4K);
-        let in_range = va.checked_add(len).is_some_and(|e| e <= ADDRESS_LIMIT)
-            && pa.checked_add(len).is_some_and(|e| e <= ADDRESS_LIMIT);
+        let in_range =
+            canonical_range(va, len) && pa.checked_add(len).is_some_and(|e| e <= TARGET_LIMIT);
         if !aligned || !in_range {
             return Err(MapError::Misaligned);
         }
         let mut off = 0;
         while off < len {
-            let (v, p) = (va + off, pa + off);
-            let huge = v.is_multiple_of(SIZE_2M) && p.is_multiple_of(SIZE_2M) && len - off >= SIZE_2M;
+            let (v, p) = (va.wrapping_add(off), pa + off);
+            let huge =
+                v.is_multiple_of(SIZE_2M) && p.is_multiple_of(SIZE_2M) && len - off >= SIZE_2M;
             let l3 = self.next_table(self.root, Self::index(v, 3), v)?;
             let l2 = self.next_table(l3, Self::index(v, 2), v)?;
             if huge {
@@ -162,7 +193,7 @@ impl<M: TableMemory> PageTables<M> {
 
     /// Where `va` maps to, walking the tables as the hardware does.
     pub fn translate(&self, va: u64) -> Option<u64> {
-        if va >= ADDRESS_LIMIT {
+        if !canonical_range(va, 1) {
             return None;
         }
         let mut table = self.root;
@@ -248,11 +279,18 @@ mod tests {
             Err(MapError::AlreadyMapped(0x20_0000))
         );
         assert_eq!(pt.map(0x1001, 0x1000, 0x1000), Err(MapError::Misaligned));
+        // The very top page of the upper half is canonical.
+        assert_eq!(pt.map(u64::MAX - 0xfff, 0, 0x1000), Ok(()));
+        assert_eq!(pt.map(1 << 47, 0, 0x1000), Err(MapError::Misaligned));
         assert_eq!(
-            pt.map(u64::MAX - 0xfff, 0, 0x1000),
+            pt.map((1 << 47) - 0x1000, 0, 0x2000),
             Err(MapError::Misaligned)
         );
-        assert_eq!(pt.map(1 << 48, 0, 0x1000), Err(MapError::Misaligned));
+        assert_eq!(pt.map(0x1000, 1 << 52, 0x1000), Err(MapError::Misaligned));
+        // The upper half (a kernel linked at -2 GiB) maps and translates.
+        pt.map(0xFFFF_FFFF_8020_0000, 0x40_0000, 0x20_0000).unwrap();
+        assert_eq!(pt.translate(0xFFFF_FFFF_8020_0123), Some(0x40_0123));
+        assert_eq!(pt.translate(0xFFFF_0000_0000_0000), None);
     }
 
     #[test]

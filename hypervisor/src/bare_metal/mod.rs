@@ -1,6 +1,8 @@
 //! The boot sequence on bare metal (see `main.rs`).
 
-extern crate alloc;
+mod domains;
+mod selftest;
+mod svm_maps;
 
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
@@ -8,22 +10,16 @@ use core::mem::size_of;
 use core::panic::PanicInfo;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use alloc::boxed::Box;
 use buddy_system_allocator::LockedHeap;
 use hypervisor::acpi::{AcpiTables, PhysAddr, PhysMemory};
-use hypervisor::arch::x86_64::memory as arch_memory;
 use hypervisor::arch::x86_64::{cpu, exit, idt, paging, serial, svm};
 use hypervisor::boot::cmdline::{self, Crash};
 use hypervisor::boot::multiboot::{self, BootInfo};
-use hypervisor::mm::addr::{Maddr, MemRange, Mfn, PAGE_SHIFT};
+use hypervisor::mm::addr::{Maddr, MemRange, PAGE_SHIFT};
 use hypervisor::mm::frame_table::{FrameTable, PageInfo};
-use hypervisor::mm::heap::{AllocRequest, Heap, HeapTopology};
+use hypervisor::mm::heap::{Heap, HeapTopology};
 use hypervisor::numa::topology::{self, NumaOptions, Topology, TopologyInput};
-use hypervisor::numa::NodeId;
 use hypervisor::report::XlInfo;
-use hypervisor::svm::exit::ExitReason;
-use hypervisor::svm::paging::{self as pt, PageTables};
-use hypervisor::svm::vcpu::{EntryState, InterceptMaps, Vcpu};
 use hypervisor::{print, println};
 use pv_abi::exit::ExitCode;
 
@@ -159,9 +155,28 @@ extern "C" fn hypervisor_main(magic: u32, info: u32) -> ! {
     if let Some(crash) = options.crash {
         crash_on_purpose(crash);
     }
-    let mut status = heap_self_test(&mut heap, &topology);
-    if svm_self_test(&mut heap) != ExitCode::Success {
-        status = ExitCode::Failure;
+    let mut status = selftest::heap_self_test(&mut heap, &topology);
+    match svm::enable() {
+        Ok(info) => {
+            println!(
+                "numavisor: svm: revision {}, {} ASIDs, next-RIP save {}",
+                info.revision,
+                info.nr_asids,
+                if info.next_rip_save { "yes" } else { "no" }
+            );
+            if selftest::svm_self_test(&mut heap) != ExitCode::Success {
+                status = ExitCode::Failure;
+            }
+            let domains = domains::run_all(&boot.modules, &topology, &mut heap);
+            if domains != ExitCode::Success {
+                status = domains;
+            }
+            svm_maps::free_intercept_maps(&mut heap);
+        }
+        Err(e) => {
+            println!("numavisor: svm: {e}: no domain can run");
+            status = ExitCode::Failure;
+        }
     }
     println!("numavisor: done: {}", status.describe());
     exit::exit(status)
@@ -336,216 +351,6 @@ fn print_topology(t: &Topology) {
             print!(" {r}");
         }
         println!();
-    }
-}
-
-/// Checks the heap on the real machine: an exact-node allocation on every
-/// node with memory lands on it, one on a memoryless node fails, and
-/// freeing everything restores the probe exactly.
-fn heap_self_test(heap: &mut Heap, t: &Topology) -> ExitCode {
-    let before = heap.probe();
-    let mut ok = true;
-    for n in &t.nodes {
-        let result = heap.alloc(0, AllocRequest::exact(n.id));
-        let has_memory = heap.total_pages(n.id) > 0;
-        match result {
-            Ok(mfn) => {
-                let on = heap.frame_table().node_of(mfn);
-                if on != Some(n.id) || !has_memory {
-                    println!(
-                        "numavisor: heap self-test: exact alloc for node {} got {mfn} on {on:?}",
-                        n.id
-                    );
-                    ok = false;
-                }
-                if let Err(e) = heap.free(mfn, 0) {
-                    println!("numavisor: heap self-test: free {mfn}: {e}");
-                    ok = false;
-                }
-            }
-            Err(e) if has_memory => {
-                println!(
-                    "numavisor: heap self-test: exact alloc on node {} failed: {e}",
-                    n.id
-                );
-                ok = false;
-            }
-            Err(_) => {}
-        }
-    }
-    if heap.probe() != before {
-        println!("numavisor: heap self-test: the probe differs after freeing everything");
-        ok = false;
-    }
-    if let Err(e) = heap.check_invariants() {
-        println!("numavisor: heap self-test: {e}");
-        ok = false;
-    }
-    println!(
-        "numavisor: heap self-test: {}",
-        if ok { "ok" } else { "FAILED" }
-    );
-    let _ = NodeId(0);
-    if ok {
-        ExitCode::Success
-    } else {
-        ExitCode::Failure
-    }
-}
-
-/// Turns SVM on and runs a six-instruction guest through CPUID and VMMCALL
-/// exits on nested paging, then gives every page back: proof that the
-/// virtualization path works on this machine before any domain is built.
-fn svm_self_test(heap: &mut Heap) -> ExitCode {
-    let info = match svm::enable() {
-        Ok(i) => i,
-        Err(e) => {
-            println!("numavisor: svm: {e}");
-            return ExitCode::Failure;
-        }
-    };
-    println!(
-        "numavisor: svm: revision {}, {} ASIDs, next-RIP save {}",
-        info.revision,
-        info.nr_asids,
-        if info.next_rip_save { "yes" } else { "no" }
-    );
-    let before = heap.probe();
-    let Ok(block) = heap.alloc(9, AllocRequest::node(NodeId(0))) else {
-        println!("numavisor: svm self-test: no 2 MiB block");
-        return ExitCode::Failure;
-    };
-    let base = block.maddr();
-    // Guest-physical 0..2 MiB is `block`. Guest page tables at 0x1000-0x3fff
-    // identity-map it with one 2 MiB page; code at 0x10000.
-    let code: [u8; 21] = [
-        0xB8, 0x00, 0x00, 0x00, 0x40, // mov eax, 0x4000_0000
-        0x0F, 0xA2, // cpuid
-        0xB8, 0x06, 0x00, 0x00, 0x00, // mov eax, 6
-        0xBF, 0x2A, 0x00, 0x00, 0x00, // mov edi, 42
-        0x0F, 0x01, 0xD9, // vmmcall
-        0xF4, // hlt
-    ];
-    for i in 0..512u64 {
-        // SAFETY: the block's 512 pages were just allocated for this test.
-        unsafe { arch_memory::zero_page(Maddr(base.0 + i * 4096)) };
-    }
-    // SAFETY: all writes are inside the test's own block.
-    unsafe {
-        arch_memory::copy_to_machine(Maddr(base.0 + 0x1000), &(0x2003u64).to_le_bytes());
-        arch_memory::copy_to_machine(Maddr(base.0 + 0x2000), &(0x3003u64).to_le_bytes());
-        arch_memory::copy_to_machine(Maddr(base.0 + 0x3000), &(0x83u64).to_le_bytes());
-        arch_memory::copy_to_machine(Maddr(base.0 + 0x10000), &code);
-    }
-    let tables = arch_memory::HeapTables {
-        heap,
-        node: NodeId(0),
-        taken: Vec::new(),
-    };
-    let mut ok = false;
-    let mut exits = 0;
-    let taken = match PageTables::new(tables, pt::WRITABLE | pt::USER) {
-        Err(e) => {
-            println!("numavisor: svm self-test: {e}");
-            Vec::new()
-        }
-        Ok(mut npt) => {
-            if let Err(e) = npt.map(0, base.0, 2 << 20) {
-                println!("numavisor: svm self-test: {e}");
-            } else {
-                let maps = intercept_maps(npt.memory_mut().heap);
-                let entry = EntryState {
-                    rip: 0x10000,
-                    cr3: 0x1000,
-                    rsp: 0,
-                    rsi: 0,
-                };
-                let mut vcpu = Box::new(Vcpu::new(0, 1, entry, npt.root(), maps));
-                let vmcb_pa = &raw const vcpu.vmcb as u64;
-                loop {
-                    // SAFETY: the VMCB is this vCPU's, 4 KiB-aligned in
-                    // identity-mapped memory; its nested tables map only the
-                    // test block.
-                    unsafe { svm::vmrun(vmcb_pa, &mut vcpu.regs) };
-                    exits += 1;
-                    match ExitReason::from_code(vcpu.vmcb.control.exit_code) {
-                        ExitReason::Cpuid => {
-                            vcpu.vmcb.save.rax = 0x4000_0000;
-                            vcpu.skip_instruction(2);
-                        }
-                        ExitReason::Vmmcall => {
-                            ok = vcpu.vmcb.save.rax == 6 && vcpu.regs.rdi == 42;
-                            break;
-                        }
-                        other => {
-                            println!(
-                                "numavisor: svm self-test: unexpected exit {other} at rip {:#x}",
-                                vcpu.vmcb.save.rip
-                            );
-                            break;
-                        }
-                    }
-                    if exits > 10 {
-                        break;
-                    }
-                }
-            }
-            let (tables, _) = npt.into_memory();
-            tables.taken
-        }
-    };
-    for mfn in taken {
-        let _ = heap.free(mfn, 0);
-    }
-    free_intercept_maps(heap);
-    let _ = heap.free(block, 9);
-    let restored = heap.probe() == before;
-    println!(
-        "numavisor: svm self-test: {} ({exits} exits, heap {})",
-        if ok && restored { "ok" } else { "FAILED" },
-        if restored { "restored" } else { "NOT restored" }
-    );
-    if ok && restored {
-        ExitCode::Success
-    } else {
-        ExitCode::Failure
-    }
-}
-
-static INTERCEPT_MAPS: spin::Mutex<Option<(Mfn, Mfn)>> = spin::Mutex::new(None);
-
-/// The I/O and MSR permission maps, all ones: every port and MSR access
-/// exits. Allocated on first use.
-fn intercept_maps(heap: &mut Heap) -> InterceptMaps {
-    let mut maps = INTERCEPT_MAPS.lock();
-    let (iopm, msrpm) = match *maps {
-        Some(m) => m,
-        None => {
-            let iopm = heap
-                .alloc(2, AllocRequest::any())
-                .unwrap_or_else(|e| panic!("IOPM: {e}"));
-            let msrpm = heap
-                .alloc(1, AllocRequest::any())
-                .unwrap_or_else(|e| panic!("MSRPM: {e}"));
-            // SAFETY: both blocks were just allocated (16 KiB and 8 KiB).
-            unsafe {
-                core::ptr::write_bytes(iopm.maddr().0 as *mut u8, 0xff, 16384);
-                core::ptr::write_bytes(msrpm.maddr().0 as *mut u8, 0xff, 8192);
-            }
-            *maps = Some((iopm, msrpm));
-            (iopm, msrpm)
-        }
-    };
-    InterceptMaps {
-        iopm: iopm.maddr().0,
-        msrpm: msrpm.maddr().0,
-    }
-}
-
-fn free_intercept_maps(heap: &mut Heap) {
-    if let Some((iopm, msrpm)) = INTERCEPT_MAPS.lock().take() {
-        let _ = heap.free(iopm, 2);
-        let _ = heap.free(msrpm, 1);
     }
 }
 

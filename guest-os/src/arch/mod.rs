@@ -1,0 +1,3 @@
+//! Hardware access (bare metal only): the only place for asm.
+
+pub mod x86_64;

@@ -1,0 +1,86 @@
+//! `VMMCALL`, CPUID, CR3, and the deliberate ways to stop the vCPU.
+
+use core::arch::asm;
+
+use pv_abi::cpuid::CpuidRegs;
+use pv_abi::HypercallArgs;
+
+/// Issues `VMMCALL` with `regs` (RAX = number, RDI, RSI, RDX, R10, R8 =
+/// arguments) and returns RAX. pv-abi: every other register is preserved.
+pub fn vmmcall(regs: &HypercallArgs) -> u64 {
+    let rax: u64;
+    // SAFETY: VMMCALL at CPL 0 exits to the hypervisor, which preserves
+    // every register but RAX (pv-abi calling convention). It may write guest
+    // memory only through addresses passed in the arguments, which callers
+    // derive from pointers with write provenance (so `nomem` is not given).
+    unsafe {
+        asm!(
+            "vmmcall",
+            inlateout("rax") regs.nr => rax,
+            in("rdi") regs.args[0],
+            in("rsi") regs.args[1],
+            in("rdx") regs.args[2],
+            in("r10") regs.args[3],
+            in("r8") regs.args[4],
+            options(nostack),
+        );
+    }
+    rax
+}
+
+/// CPUID leaf `leaf`, subleaf 0.
+pub fn cpuid(leaf: u32) -> CpuidRegs {
+    let r = core::arch::x86_64::__cpuid_count(leaf, 0);
+    CpuidRegs {
+        eax: r.eax,
+        ebx: r.ebx,
+        ecx: r.ecx,
+        edx: r.edx,
+    }
+}
+
+/// CR3.
+pub fn read_cr3() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR3 at CPL 0 has no side effect.
+    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reloads CR3 with its own value: flushes the non-global TLB entries.
+pub fn flush_tlb() {
+    // SAFETY: writing CR3 back unchanged keeps the same address space.
+    unsafe {
+        asm!(
+            "mov {tmp}, cr3",
+            "mov cr3, {tmp}",
+            tmp = out(reg) _,
+            options(nostack, preserves_flags),
+        )
+    };
+}
+
+/// `cli; hlt` forever: nothing can wake the vCPU (`fail=halt`, and the end
+/// of the road after a refused shutdown).
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: disabling interrupts and halting touches no memory.
+        unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}
+
+/// Loads an empty IDT (limit 0) and executes `ud2`: #UD cannot be
+/// delivered, nor the #GP, nor the #DF: a triple fault (`fail=triple`).
+pub fn triple_fault() -> ! {
+    let idtr = [0u16; 5];
+    // SAFETY: deliberately fatal: the domain ends in a triple fault and
+    // nothing after `ud2` runs.
+    unsafe {
+        asm!(
+            "lidt [{}]",
+            "ud2",
+            in(reg) idtr.as_ptr(),
+            options(noreturn, nostack),
+        )
+    }
+}

@@ -1,0 +1,126 @@
+//! The bare-metal [`Platform`]: `VMMCALL`, CPUID, the identity map, the
+//! image's link addresses (`__image_start`/`__image_end` from the linker
+//! script) and where the hypervisor loaded it.
+
+use alloc::format;
+use alloc::string::String;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use pv_abi::cpuid::CpuidRegs;
+use pv_abi::start_info::GPA_LIMIT;
+use pv_abi::{Gpa, HypercallArgs, PAGE_SIZE};
+
+use super::{cpu, paging, phys};
+use crate::platform::{FailMode, ImageInfo, Platform};
+
+extern "C" {
+    static __image_start: u8;
+    static __image_end: u8;
+}
+
+/// Where the image's first page is in guest-physical memory (`u64::MAX`
+/// until [`init_image_gpa`]).
+static IMAGE_GPA: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// The image's link addresses.
+pub fn image() -> ImageInfo {
+    // Only the addresses of the linker-defined symbols are taken.
+    ImageInfo {
+        va_start: &raw const __image_start as u64,
+        va_end: &raw const __image_end as u64,
+    }
+}
+
+/// Learns where the image was loaded by walking the page tables for
+/// `__image_start` (before the start-info page is trusted, so that the
+/// console works from the first line). Falls back to the page's
+/// `image_start` field (offset 40) if the walk fails.
+pub fn init_image_gpa(start_info: u64) {
+    let gpa = paging::translate(image().va_start).or_else(|| {
+        (start_info != 0 && start_info.is_multiple_of(PAGE_SIZE) && start_info < GPA_LIMIT)
+            // SAFETY: the start-info page is identity-mapped (entry contract).
+            .then(|| unsafe { phys::read_u64(start_info + 40) })
+    });
+    if let Some(g) = gpa {
+        IMAGE_GPA.store(g, Ordering::Relaxed);
+    }
+}
+
+/// The guest on numavisor.
+pub struct BareMetal {
+    /// Hands a region to the global allocator (the binary owns it).
+    pub heap_init: fn(u64, u64),
+}
+
+impl Platform for BareMetal {
+    fn hypercall(&self, regs: &HypercallArgs) -> u64 {
+        cpu::vmmcall(regs)
+    }
+
+    fn gpa_of(&self, va: u64) -> Option<Gpa> {
+        let img = image();
+        if img.contains(va) {
+            let base = IMAGE_GPA.load(Ordering::Relaxed);
+            return (base != u64::MAX).then(|| Gpa(base + (va - img.va_start)));
+        }
+        (va < GPA_LIMIT).then_some(Gpa(va))
+    }
+
+    fn read_phys(&self, gpa: Gpa, buf: &mut [u8]) {
+        // SAFETY: callers keep the span inside the domain's memory ranges
+        // (or read the start-info page), all identity-mapped.
+        unsafe { phys::copy_from(gpa.0, buf) }
+    }
+
+    fn read_phys_u64(&self, gpa: Gpa) -> u64 {
+        // SAFETY: as in `read_phys`.
+        unsafe { phys::read_u64(gpa.0) }
+    }
+
+    fn probe_phys_u64(&self, gpa: Gpa, pattern: u64) -> u64 {
+        // SAFETY: the memory suite probes only guest memory that holds
+        // nothing live (outside the image, boot data and heap), one vCPU,
+        // interrupts off; the old value is put back.
+        unsafe {
+            let old = phys::read_u64(gpa.0);
+            phys::write_u64(gpa.0, pattern);
+            let back = phys::read_u64(gpa.0);
+            phys::write_u64(gpa.0, old);
+            back
+        }
+    }
+
+    fn read_virt_u64(&self, va: u64) -> u64 {
+        // SAFETY: callers pass addresses inside the mapped image.
+        unsafe { phys::read_u64(va) }
+    }
+
+    fn translate(&self, va: u64) -> Option<Gpa> {
+        paging::translate(va).map(Gpa)
+    }
+
+    fn image(&self) -> ImageInfo {
+        image()
+    }
+
+    fn cpuid(&self, leaf: u32) -> Option<CpuidRegs> {
+        Some(cpu::cpuid(leaf))
+    }
+
+    fn init_heap(&self, start: Gpa, size: u64) -> bool {
+        (self.heap_init)(start.0, size);
+        true
+    }
+
+    fn fail(&self, mode: FailMode, hole: Gpa) -> String {
+        match mode {
+            FailMode::Npf => match paging::touch_unbacked(hole.0) {
+                Ok(v) => format!("read {v:#x} at guest-physical {hole} without a fault"),
+                Err(e) => format!("could not map {hole}: {e}"),
+            },
+            FailMode::Triple => cpu::triple_fault(),
+            FailMode::Halt => cpu::halt_forever(),
+            FailMode::Hypercall => "fail=hypercall is a test, not a crash".into(),
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The guest on bare metal (see `main.rs`): entry stub, ELF note, global
+//! allocator, console sink, panic handler, shutdown.
+
+use core::arch::global_asm;
+use core::cell::UnsafeCell;
+use core::panic::PanicInfo;
+
+use buddy_system_allocator::LockedHeap;
+use guest_os::arch::x86_64::cpu::halt_forever;
+use guest_os::arch::x86_64::platform::{init_image_gpa, BareMetal};
+use guest_os::{console, hypercall, println};
+use pv_abi::elf_note::ELF_NOTE_ABI_VERSION;
+use pv_abi::{ShutdownStatus, ABI_MAJOR, ABI_MINOR};
+
+// The entry stub: a stack, then `guest_main(RSI)`. The hypervisor zeroes
+// `.bss`; nothing else needs setting up (no SSE on this target, DF clear,
+// interrupts off, no IDT until the guest installs one).
+global_asm!(
+    r#"
+    .section .text._start, "ax"
+    .global _start
+_start:
+    lea rsp, [rip + boot_stack_top]
+    xor ebp, ebp
+    cld
+    mov rdi, rsi
+    call guest_main
+2:  cli
+    hlt
+    jmp 2b
+
+    .section .bss.boot_stack, "aw", @nobits
+    .balign 16
+boot_stack:
+    .skip 65536
+boot_stack_top:
+"#
+);
+
+// The pv-abi ELF note: name "NumaVisor", type ELF_NOTE_ABI_VERSION,
+// descriptor = the AbiVersion this guest speaks (u16 major, u16 minor).
+global_asm!(
+    r#"
+    .section .note.numavisor, "a", @note
+    .balign 4
+    .long 10
+    .long 4
+    .long {note_type}
+    .asciz "NumaVisor"
+    .balign 4
+    .short {major}
+    .short {minor}
+    .balign 4
+"#,
+    note_type = const ELF_NOTE_ABI_VERSION,
+    major = const ABI_MAJOR,
+    minor = const ABI_MINOR,
+);
+
+/// The guest's heap: a buddy allocator that starts on a small static arena
+/// (enough for reading start-info and choosing the heap) and grows onto free
+/// guest memory once `boot::run` has found it.
+#[global_allocator]
+static ALLOCATOR: LockedHeap<32> = LockedHeap::empty();
+
+const EARLY_ARENA_SIZE: usize = 64 << 10;
+
+#[repr(C, align(4096))]
+struct Arena(UnsafeCell<[u8; EARLY_ARENA_SIZE]>);
+
+// SAFETY: the arena is handed to the allocator exactly once, in
+// `guest_main`, and only ever accessed through it afterwards.
+unsafe impl Sync for Arena {}
+
+static EARLY_ARENA: Arena = Arena(UnsafeCell::new([0; EARLY_ARENA_SIZE]));
+
+fn heap_init(start: u64, size: u64) {
+    // SAFETY: `boot::start_info::choose_heap` picked free, identity-mapped
+    // guest RAM outside page 0, the image and the boot data; it is handed
+    // over once and used by nothing else.
+    unsafe {
+        ALLOCATOR
+            .lock()
+            .add_to_heap(start as usize, (start + size) as usize)
+    };
+}
+
+static PLATFORM: BareMetal = BareMetal { heap_init };
+
+/// Each whole console line is one CONSOLE_WRITE hypercall.
+fn console_sink(bytes: &[u8]) {
+    let _ = hypercall::console_write(&PLATFORM, bytes);
+}
+
+fn shutdown(status: ShutdownStatus) -> ! {
+    console::flush();
+    let r = hypercall::shutdown(&PLATFORM, status);
+    println!("guest: SHUTDOWN({status}) returned {r:?}; halting");
+    halt_forever()
+}
+
+#[no_mangle]
+extern "C" fn guest_main(start_info: u64) -> ! {
+    // SAFETY: the arena is static, page-aligned and used by nothing else.
+    unsafe {
+        ALLOCATOR
+            .lock()
+            .init(EARLY_ARENA.0.get() as usize, EARLY_ARENA_SIZE)
+    };
+    init_image_gpa(start_info);
+    console::set_sink(console_sink);
+    let status = guest_os::boot::run(&PLATFORM, start_info);
+    shutdown(status)
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo<'_>) -> ! {
+    let location = info.location();
+    console::print_panic(format_args!(
+        "guest: PANIC at {}:{}: {}\n",
+        location.map(|l| l.file()).unwrap_or("?"),
+        location.map(|l| l.line()).unwrap_or(0),
+        info.message()
+    ));
+    let _ = hypercall::shutdown(&PLATFORM, ShutdownStatus::PANIC);
+    halt_forever()
+}

@@ -1,0 +1,320 @@
+//! The whole boot sequence on the host, against the model hypervisor in
+//! `mock.rs`: transcripts, statuses, fallbacks and failure paths.
+
+use std::string::String;
+use std::vec;
+use std::vec::Vec;
+
+use pv_abi::{AbiVersion, Features, Gpa, Maddr, MemRange, ShutdownStatus, StartInfo, VmemRange};
+
+use crate::mock::{boot, Bugs, MockHv};
+use crate::numa::topology::tests::two_nodes;
+use crate::numa::topology::Vnuma;
+use crate::platform::FailMode;
+
+fn lines(out: &str) -> Vec<&str> {
+    out.lines().collect()
+}
+
+fn failures(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("guest: FAILED: "))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn two_nodes_boot_and_pass() {
+    let (v, si) = two_nodes();
+    let (status, out, hv) = boot(MockHv::new(si, v));
+    std::println!("{out}");
+    assert_eq!(status, ShutdownStatus::SUCCESS, "{out}");
+    let l = lines(&out);
+    for want in [
+        "guest: ABI 1.0 (guest 1.0, using 1.0), features vnuma,physinfo,domain-node-pages,virtual-acpi",
+        "guest: get_vnuma: 2 vnodes, 4 vCPUs, 2 memory ranges, distances symmetric",
+        "guest: get_vnuma and the ACPI tables agree",
+        "guest: NUMA: 2 nodes (from get_vnuma)",
+        "guest: node 0 (vnode 0): cpus 0-1, memory [0x0..0x20000000)",
+        "guest: node 1 (vnode 1): cpus 2-3, memory [0x100000000..0x120000000)",
+        "guest: distances:",
+        "guest:   node   0   1",
+        "guest:     0:  10  20",
+        "guest:     1:  20  10",
+        "KTAP version 1",
+        "1..5",
+        "    # Subtest: boot",
+        "ok 1 boot",
+        "ok 2 vnuma",
+        "ok 3 acpi",
+        "ok 4 hypercall_abi",
+        "ok 5 memory",
+        "guest: shutting down: 0 (success)",
+    ] {
+        assert!(l.contains(&want), "missing {want:?} in\n{out}");
+    }
+    assert!(!out.contains("not ok"), "{out}");
+    // Every console write was one whole line.
+    for w in crate::console::capture::writes() {
+        assert_eq!(w.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert_eq!(w.last(), Some(&b'\n'));
+    }
+    // The heap avoids the image and boot data: vnode 1's range is largest.
+    assert_eq!(
+        *hv.heap.lock().unwrap(),
+        Some((Gpa(0x1_0000_0000), 8 << 20))
+    );
+    assert!(hv.shutdowns.lock().unwrap().is_empty());
+}
+
+/// Four vnodes: vnode 1 memoryless, vnode 2 CPU-less, vCPU 0 on vnode 3 so
+/// Linux numbering differs from vnode ids; asymmetric distances.
+fn four_nodes() -> (Vnuma, StartInfo) {
+    let mb = 1u64 << 20;
+    let v = Vnuma {
+        nr_vnodes: 4,
+        nr_vcpus: 5,
+        vdistance: vec![
+            10, 20, 30, 40, //
+            21, 10, 20, 30, //
+            31, 21, 10, 20, //
+            41, 31, 21, 10,
+        ],
+        vcpu_to_vnode: vec![3, 0, 0, 1, 1],
+        vmemranges: vec![
+            VmemRange::new(Gpa(0), Gpa(256 * mb), 0),
+            VmemRange::new(Gpa(256 * mb), Gpa(384 * mb), 2),
+            VmemRange::new(Gpa(0x1_0000_0000), Gpa(0x1_0000_0000 + 64 * mb), 3),
+        ],
+    };
+    let mut si = StartInfo::new();
+    si.nr_vcpus = 5;
+    si.nr_vnodes = 4;
+    si.image_start = Gpa(0x20_0000);
+    si.image_end = Gpa(0x40_0000);
+    si.boot_data_start = Gpa(0x40_0000);
+    si.boot_data_end = Gpa(0x48_0000);
+    for r in [
+        MemRange::new(Gpa(0), 256 * mb, 0, Maddr(0x1000_0000)),
+        MemRange::new(Gpa(256 * mb), 64 * mb, 2, Maddr(0x8000_0000)),
+        MemRange::new(Gpa(320 * mb), 64 * mb, 2, Maddr(0x9000_0000)),
+        MemRange::new(Gpa(0x1_0000_0000), 64 * mb, 3, Maddr(0x2_0000_0000)),
+    ] {
+        si.push_mem_range(r).unwrap();
+    }
+    (v, si)
+}
+
+#[test]
+fn memoryless_and_cpuless_nodes() {
+    let (v, si) = four_nodes();
+    let (status, out, _) = boot(MockHv::new(si, v));
+    std::println!("{out}");
+    assert_eq!(status, ShutdownStatus::SUCCESS, "{out}");
+    let l = lines(&out);
+    for want in [
+        "guest: get_vnuma: 4 vnodes, 5 vCPUs, 3 memory ranges, distances asymmetric",
+        "guest: node 0 (vnode 3): cpus 0, memory [0x100000000..0x104000000)",
+        "guest: node 1 (vnode 0): cpus 1-2, memory [0x0..0x10000000)",
+        "guest: node 2 (vnode 1): cpus 3-4, memory none",
+        "guest: node 3 (vnode 2): cpus none, memory [0x10000000..0x18000000)",
+        "guest:   node   0   1   2   3",
+        "guest:     0:  10  41  31  21",
+        "guest:     1:  40  10  20  30",
+    ] {
+        assert!(l.contains(&want), "missing {want:?} in\n{out}");
+    }
+}
+
+#[test]
+fn abi_major_mismatch_is_refused() {
+    let (v, si) = two_nodes();
+    let mut hv = MockHv::new(si, v);
+    hv.version = AbiVersion::new(2, 3);
+    let (status, out, _) = boot(hv);
+    assert_eq!(status, ShutdownStatus::ABI_MISMATCH);
+    assert!(
+        out.contains(
+            "guest: ABI mismatch: the hypervisor speaks ABI 2.3, this guest speaks ABI 1.0; \
+             different major versions cannot work together"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("KTAP"));
+}
+
+#[test]
+fn newer_minor_is_accepted() {
+    let (v, si) = two_nodes();
+    let mut hv = MockHv::new(si, v);
+    hv.version = AbiVersion::new(1, 4);
+    hv.si.version = AbiVersion::new(1, 4);
+    let page = hv.si;
+    hv.set_page(pv_abi::Pod::as_bytes(&page));
+    let (status, out, _) = boot(hv);
+    assert!(
+        out.contains("guest: ABI 1.4 (guest 1.0, using 1.0)"),
+        "{out}"
+    );
+    assert_eq!(status, ShutdownStatus::SUCCESS, "{out}");
+}
+
+#[test]
+fn bad_start_info_is_refused() {
+    let (v, si) = two_nodes();
+    let mut hv = MockHv::new(si, v);
+    let mut page = hv.si;
+    page.nr_vcpus = 0;
+    hv.set_page(pv_abi::Pod::as_bytes(&page));
+    let (status, out, _) = boot(hv);
+    assert_eq!(status, ShutdownStatus::BAD_START_INFO);
+    assert!(
+        out.contains(
+            "guest: bad start-info page at 0x400000: start-info nr_vcpus = 0 out of range"
+        ),
+        "{out}"
+    );
+
+    let (v, si) = two_nodes();
+    let mut hv = MockHv::new(si, v);
+    hv.start_gpa = 0x40_0010;
+    let (status, out, _) = boot(hv);
+    assert_eq!(status, ShutdownStatus::BAD_START_INFO);
+    assert!(out.contains("is null, not page-aligned"), "{out}");
+}
+
+#[test]
+fn without_vnuma_the_srat_is_used() {
+    let (v, si) = two_nodes();
+    let mut hv = MockHv::new(si, v);
+    hv.features = Features::KNOWN.difference(Features::VNUMA);
+    let (status, out, _) = boot(hv);
+    std::println!("{out}");
+    assert!(out.contains("guest: no VNUMA feature: the SRAT is the only topology source"));
+    assert!(
+        out.contains("guest: NUMA: 2 nodes (from SRAT+SLIT)"),
+        "{out}"
+    );
+    assert!(out.contains("guest: node 1 (vnode 1): cpus 2-3, memory [0x100000000..0x120000000)"));
+    assert!(out.contains("    ok 1 probe_reports_counts # SKIP no VNUMA feature"));
+    // The SRAT is still checked against start-info.
+    assert!(
+        out.contains("    ok 4 srat_memory_matches_vnuma\n"),
+        "{out}"
+    );
+    // Only the feature check fails: the fallback itself works.
+    assert_eq!(failures(&out), vec!["boot.features_present"]);
+    assert_eq!(status, ShutdownStatus::TESTS_FAILED);
+}
+
+#[test]
+fn without_acpi_the_hypercall_is_used() {
+    let (v, si) = two_nodes();
+    let mut hv = MockHv::new(si, v);
+    hv.features = Features::VNUMA | Features::PHYSINFO | Features::DOMAIN_NODE_PAGES;
+    let (status, out, _) = boot(hv);
+    assert!(out.contains("guest: start-info names an RSDP but VIRTUAL_ACPI is not offered"));
+    assert!(out.contains("ok 3 acpi # SKIP"), "{out}");
+    assert!(out.contains("guest: NUMA: 2 nodes (from get_vnuma)"));
+    assert_eq!(failures(&out), vec!["boot.features_present"]);
+    assert_eq!(status, ShutdownStatus::TESTS_FAILED);
+}
+
+#[test]
+fn tables_that_disagree_are_reported() {
+    let (v, si) = two_nodes();
+    let mut hv = MockHv::new(si, v.clone());
+    let mut other = v;
+    other.vdistance = vec![10, 21, 20, 10];
+    other.vcpu_to_vnode = vec![0, 0, 0, 1];
+    hv.set_tables(&other);
+    let (status, out, _) = boot(hv);
+    std::println!("{out}");
+    assert_eq!(status, ShutdownStatus::TOPOLOGY_MISMATCH);
+    for want in [
+        "guest: topology MISMATCH: vCPU 2: get_vnuma says vnode 1, SRAT says proximity domain 0",
+        "guest: topology MISMATCH: distance(0,1): get_vnuma 20, SLIT 21",
+        "    # distance(0,1): get_vnuma 20, SLIT 21",
+        "    not ok 6 slit_matches_vnuma",
+        "not ok 3 acpi",
+    ] {
+        assert!(lines(&out).contains(&want), "missing {want:?} in\n{out}");
+    }
+    assert_eq!(
+        failures(&out),
+        vec!["acpi.srat_cpus_match_vnuma", "acpi.slit_matches_vnuma"]
+    );
+}
+
+#[test]
+fn fail_hypercall_runs_the_garbage_suite() {
+    let (v, mut si) = two_nodes();
+    si.set_cmdline(b"fail=hypercall").unwrap();
+    let (status, out, hv) = boot(MockHv::new(si, v));
+    assert!(out.contains("guest: fail=hypercall: garbage hypercalls follow"));
+    assert!(out.contains("1..6\n"), "{out}");
+    assert!(out.contains("    ok 1 decoder_agreement\n"), "{out}");
+    assert!(out.contains("ok 6 hypercall_garbage\n"), "{out}");
+    assert_eq!(status, ShutdownStatus::SUCCESS, "{out}");
+    assert!(hv.fails.lock().unwrap().is_empty());
+    // The guest's own "still here" line went through the hypercall.
+    let console = String::from_utf8_lossy(&hv.console.lock().unwrap()).into_owned();
+    assert!(console.contains("guest: still here after the garbage hypercalls\n"));
+}
+
+#[test]
+fn fail_npf_points_into_a_hole() {
+    let (v, mut si) = two_nodes();
+    si.set_cmdline(b"fail=npf console=hv").unwrap();
+    let (status, out, hv) = boot(MockHv::new(si, v));
+    assert!(out.contains("guest: warning: unknown option 'console=hv' ignored"));
+    assert!(out.contains(
+        "guest: fail=npf: touching guest-physical 0x400000000000 (outside every memory range)"
+    ));
+    assert_eq!(
+        *hv.fails.lock().unwrap(),
+        vec![(FailMode::Npf, Gpa(1 << 46))]
+    );
+    // The mock does not fault: the guest says so and fails.
+    assert!(out.contains("guest: fail=npf: still running: the mock hypervisor does not fault"));
+    assert_eq!(status, ShutdownStatus::TESTS_FAILED);
+}
+
+#[test]
+fn a_hypervisor_bug_fails_the_abi_suite() {
+    let (v, si) = two_nodes();
+    let mut hv = MockHv::new(si, v);
+    hv.bugs = Bugs {
+        unknown_is_einval: true,
+        writes_when_too_small: true,
+    };
+    let (status, out, _) = boot(hv);
+    assert_eq!(status, ShutdownStatus::TESTS_FAILED);
+    assert_eq!(
+        failures(&out),
+        vec![
+            "vnuma.short_by_one_is_too_small",
+            "hypercall_abi.unknown_hypercall"
+        ],
+        "{out}"
+    );
+    assert!(
+        out.contains("    # unknown hypercall 0x7 (rax 0x7, args [\n")
+            || out.contains("unknown hypercall 0x7"),
+        "{out}"
+    );
+    assert!(
+        out.contains("    # nr_vnodes one short: a buffer was written"),
+        "{out}"
+    );
+}
+
+#[test]
+fn ktest_selects_suites() {
+    let (v, mut si) = two_nodes();
+    si.set_cmdline(b"ktest=memory,nosuch").unwrap();
+    let (status, out, _) = boot(MockHv::new(si, v));
+    assert!(out.contains("guest: warning: ktest=nosuch: no such suite"));
+    assert!(out.contains("KTAP version 1\n1..1\n    KTAP version 1\n    # Subtest: memory\n"));
+    assert_eq!(status, ShutdownStatus::SUCCESS);
+}

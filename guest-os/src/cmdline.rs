@@ -1,0 +1,113 @@
+//! The guest command line (`StartInfo::cmdline`): whitespace-separated
+//! `key=value` options and flags. Unknown options and bad values are
+//! reported as warnings and ignored, never fatal.
+//!
+//! | option | meaning |
+//! | --- | --- |
+//! | `fail=npf` | touch a guest-physical address outside every memory range |
+//! | `fail=triple` | load an empty IDT and raise `#UD`: a triple fault |
+//! | `fail=hypercall` | issue garbage hypercalls, check each answer (an extra KTAP suite), go on |
+//! | `fail=halt` | `cli; hlt`: a vCPU that can never wake up |
+//! | `ktest=a,b` | run only these KTAP suites |
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use crate::platform::FailMode;
+
+/// The parsed command line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cmdline {
+    /// `fail=`.
+    pub fail: Option<FailMode>,
+    /// `ktest=`: the suites to run (all when `None`).
+    pub ktest: Option<Vec<String>>,
+    /// What was not understood.
+    pub warnings: Vec<String>,
+}
+
+/// The failure modes, by their command-line names.
+pub const FAIL_MODES: [FailMode; 4] = [
+    FailMode::Npf,
+    FailMode::Triple,
+    FailMode::Hypercall,
+    FailMode::Halt,
+];
+
+/// Parses a command line. Never fails.
+pub fn parse(cmdline: &str) -> Cmdline {
+    let mut c = Cmdline::default();
+    for word in cmdline.split_ascii_whitespace() {
+        let (key, value) = match word.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (word, None),
+        };
+        match (key, value) {
+            ("fail", Some(v)) => match FAIL_MODES.iter().find(|m| m.name() == v) {
+                Some(&m) => {
+                    if let Some(old) = c.fail {
+                        c.warnings.push(format!(
+                            "fail={v} replaces fail={} given earlier",
+                            old.name()
+                        ));
+                    }
+                    c.fail = Some(m);
+                }
+                None => c.warnings.push(format!(
+                    "fail={v}: unknown failure mode (known: npf, triple, hypercall, halt); ignored"
+                )),
+            },
+            ("ktest", Some(v)) => {
+                c.ktest = Some(
+                    v.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(ToString::to_string)
+                        .collect(),
+                )
+            }
+            ("fail" | "ktest", None) => c
+                .warnings
+                .push(format!("option '{key}' needs a value ({key}=...); ignored")),
+            _ => c.warnings.push(format!("unknown option '{word}' ignored")),
+        }
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_modes() {
+        for m in FAIL_MODES {
+            let c = parse(&format!("  fail={}  ", m.name()));
+            assert_eq!(c.fail, Some(m));
+            assert!(c.warnings.is_empty());
+        }
+        assert_eq!(parse("").fail, None);
+    }
+
+    #[test]
+    fn unknown_things_are_reported_not_fatal() {
+        let c = parse("console=hv fail=boom quiet fail=npf fail=halt ktest");
+        assert_eq!(c.fail, Some(FailMode::Halt));
+        assert_eq!(
+            c.warnings,
+            vec![
+                "unknown option 'console=hv' ignored",
+                "fail=boom: unknown failure mode (known: npf, triple, hypercall, halt); ignored",
+                "unknown option 'quiet' ignored",
+                "fail=halt replaces fail=npf given earlier",
+                "option 'ktest' needs a value (ktest=...); ignored",
+            ]
+        );
+    }
+
+    #[test]
+    fn suite_selection() {
+        let c = parse("ktest=boot,,vnuma");
+        assert_eq!(c.ktest, Some(vec!["boot".to_string(), "vnuma".to_string()]));
+    }
+}

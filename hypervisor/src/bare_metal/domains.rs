@@ -1,0 +1,377 @@
+//! Domains on the real machine: build each one from its config and the
+//! guest image (boot modules), run it, tear it down, and report.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use hypervisor::arch::x86_64::memory::{self as arch_memory, HeapTables};
+use hypervisor::arch::x86_64::{cpu, svm};
+use hypervisor::boot::multiboot::Module;
+use hypervisor::domain::build::{self, Allocation, DomainEnd, DomainMemory, MachineMemory};
+use hypervisor::domain::config::{DomainConfig, MIRROR_NODE_MIB};
+use hypervisor::domain::elf::GuestImage;
+use hypervisor::domain::layout::DomainLayout;
+use hypervisor::domain::run::{handle_exit, Action};
+use hypervisor::hypercall::{ConsoleBuffer, GuestAccess, HypercallEnv, MachineView, VnumaView};
+use hypervisor::mm::addr::{Maddr, Mfn, PAGE_SHIFT};
+use hypervisor::mm::heap::Heap;
+use hypervisor::numa::topology::Topology;
+use hypervisor::numa::NodeId;
+use hypervisor::svm::paging::{self as pt, PageTables};
+use hypervisor::svm::vcpu::{EntryState, Vcpu, EFER_NXE};
+use hypervisor::{print, println};
+use pv_abi::cpuid::CpuidRegs;
+use pv_abi::exit::ExitCode;
+
+use super::svm_maps::intercept_maps;
+
+/// Machine memory of the running domain, through the identity map.
+///
+/// Only [`DomainMemory`] calls it, with addresses its layout maps: pages the
+/// heap gave this domain.
+struct IdentityMachine;
+
+impl MachineMemory for IdentityMachine {
+    fn read(&self, at: Maddr, buf: &mut [u8]) {
+        // SAFETY: `at..at + len` is memory of the domain (see the type's doc),
+        // identity-mapped RAM.
+        unsafe { arch_memory::copy_from_machine(at, buf) }
+    }
+
+    fn write(&mut self, at: Maddr, bytes: &[u8]) {
+        // SAFETY: as for `read`; the domain's pages are not hypervisor data.
+        unsafe { arch_memory::copy_to_machine(at, bytes) }
+    }
+
+    fn zero(&mut self, at: Maddr, len: u64) {
+        // SAFETY: as for `write`.
+        unsafe { core::ptr::write_bytes(at.0 as *mut u8, 0, len as usize) }
+    }
+}
+
+/// A boot module's bytes.
+fn module_bytes(m: &Module) -> &'static [u8] {
+    if m.range.is_empty() || m.range.start.0 == 0 {
+        return &[];
+    }
+    // SAFETY: boot modules are reserved at boot (never given to the heap),
+    // lie in identity-mapped RAM below 4 GiB and are never written.
+    unsafe { core::slice::from_raw_parts(m.range.start.0 as *const u8, m.range.len() as usize) }
+}
+
+fn is_elf(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"\x7fELF")
+}
+
+/// The module's name: the first word of its string (the path QEMU or the
+/// boot loader gives), without directories.
+fn module_name(m: &Module) -> &str {
+    let first = m.string.split_whitespace().next().unwrap_or("");
+    first.rsplit('/').next().unwrap_or(first)
+}
+
+/// Builds and runs every domain; returns the worst status.
+pub fn run_all(modules: &[Module], topology: &Topology, heap: &mut Heap) -> ExitCode {
+    let images: Vec<&Module> = modules.iter().filter(|m| is_elf(module_bytes(m))).collect();
+    let configs: Vec<&Module> = modules
+        .iter()
+        .filter(|m| !is_elf(module_bytes(m)))
+        .collect();
+    let Some(default_image) = images.first() else {
+        if !configs.is_empty() {
+            println!("numavisor: FATAL: domain configs given but no guest image module");
+            return ExitCode::BadBoot;
+        }
+        println!("numavisor: no guest image module: no domain to run");
+        return ExitCode::Success;
+    };
+    let mut domains: Vec<Result<DomainConfig, String>> = Vec::new();
+    if configs.is_empty() {
+        let mut mirror = DomainConfig::mirror_machine(topology, MIRROR_NODE_MIB);
+        // The image module's arguments are the mirror domain's command line.
+        mirror.cmdline = default_image
+            .string
+            .split_once(char::is_whitespace)
+            .map_or("", |(_, a)| a.trim())
+            .into();
+        domains.push(
+            mirror
+                .validate()
+                .map(|()| mirror)
+                .map_err(|e| format!("mirror domain: {e}")),
+        );
+    }
+    for m in &configs {
+        domains
+            .push(DomainConfig::parse(module_name(m), module_bytes(m)).map_err(|e| format!("{e}")));
+    }
+    let mut status = ExitCode::Success;
+    for (i, config) in domains.into_iter().enumerate() {
+        let id = i as u32 + 1;
+        let outcome = config.and_then(|c| {
+            let image = match &c.kernel {
+                None => default_image,
+                Some(k) => images
+                    .iter()
+                    .find(|m| module_name(m) == k.as_str() || m.string.contains(k.as_str()))
+                    .ok_or_else(|| format!("no boot module named '{k}' for the kernel"))?,
+            };
+            run_domain(id, &c, module_bytes(image), topology, heap)
+        });
+        match outcome {
+            Ok(end) if end.is_success() => {}
+            Ok(_) => status = ExitCode::Failure,
+            Err(e) => {
+                println!("numavisor: domain {id}: refused: {e}");
+                status = ExitCode::Failure;
+            }
+        }
+    }
+    status
+}
+
+/// The hypercall environment of a running domain.
+struct Env<'a> {
+    id: u32,
+    mem: DomainMemory<'a, IdentityMachine>,
+    vnuma: VnumaView,
+    topology: &'a Topology,
+    heap: &'a Heap,
+    node_pages: Vec<u64>,
+    console: ConsoleBuffer,
+}
+
+impl HypercallEnv for Env<'_> {
+    fn memory(&mut self) -> &mut dyn GuestAccess {
+        &mut self.mem
+    }
+
+    fn vnuma(&self) -> &VnumaView {
+        &self.vnuma
+    }
+
+    fn machine(&self) -> MachineView {
+        let t = self.topology;
+        let node_mem: Vec<(u64, u64)> = t
+            .nodes
+            .iter()
+            .map(|n| {
+                (
+                    t.memory_bytes(n.id) >> PAGE_SHIFT,
+                    self.heap.free_pages(n.id),
+                )
+            })
+            .collect();
+        MachineView {
+            nr_cpus: t.cpus.len() as u32,
+            total_pages: node_mem.iter().map(|n| n.0).sum(),
+            free_pages: node_mem.iter().map(|n| n.1).sum(),
+            node_mem,
+            distances: t.distances().iter().map(|&d| u32::from(d)).collect(),
+            cpu_to_node: t.cpus.iter().map(|c| u32::from(c.node.0)).collect(),
+        }
+    }
+
+    fn node_pages(&self) -> Vec<u64> {
+        self.node_pages.clone()
+    }
+
+    fn console(&mut self, bytes: &[u8]) {
+        let id = self.id;
+        self.console
+            .push(bytes, &mut |line| println!("(d{id}) {line}"));
+    }
+}
+
+fn host_cpuid(leaf: u32, subleaf: u32) -> CpuidRegs {
+    let r = cpu::cpuid(leaf, subleaf);
+    CpuidRegs {
+        eax: r.eax,
+        ebx: r.ebx,
+        ecx: r.ecx,
+        edx: r.edx,
+    }
+}
+
+/// Builds, runs and tears down one domain.
+fn run_domain(
+    id: u32,
+    config: &DomainConfig,
+    image_bytes: &[u8],
+    topology: &Topology,
+    heap: &mut Heap,
+) -> Result<DomainEnd, String> {
+    let mut config = config.clone();
+    config.check_against(topology)?;
+    config.place_default_vnode(topology, |n| heap.free_pages(n) << PAGE_SHIFT)?;
+    if let Some(k) = config
+        .vnodes
+        .iter()
+        .position(|v| v.size_mib == 0 && v.vcpus.is_empty())
+    {
+        return Err(format!(
+            "vnode {k} has neither memory nor vcpus: no SRAT entry could describe it"
+        ));
+    }
+    let image = GuestImage::parse(image_bytes).map_err(|e| format!("guest image: {e}"))?;
+    println!(
+        "numavisor: domain {id} ({}): {} MiB, {} vcpus, {} vnodes, layout {}",
+        config.name,
+        config.memory_mib,
+        config.vcpus,
+        config.vnodes.len(),
+        config.layout
+    );
+
+    // The permission maps outlive the domain: take them before the probe.
+    intercept_maps(heap).map_err(|e| format!("permission maps: {e}"))?;
+    let before = heap.probe();
+    let alloc = build::allocate(heap, &config)?;
+    let result = build_and_run(id, &config, image_bytes, &image, topology, heap, &alloc);
+    let pages = alloc.total_pages();
+    if let Err(e) = alloc.free(heap) {
+        println!("numavisor: domain {id}: teardown: freeing its memory failed: {e}");
+    }
+    let restored = heap.probe() == before;
+    println!(
+        "numavisor: domain {id}: teardown: {pages} pages returned, heap probe {}",
+        if restored {
+            "matches the one before the domain"
+        } else {
+            "DIFFERS from the one before the domain"
+        }
+    );
+    let end = result?;
+    if !restored {
+        return Ok(DomainEnd::Killed {
+            reason: String::from("teardown lost pages"),
+            rip: 0,
+            gpa: None,
+        });
+    }
+    Ok(end)
+}
+
+fn build_and_run(
+    id: u32,
+    config: &DomainConfig,
+    image_bytes: &[u8],
+    image: &GuestImage,
+    topology: &Topology,
+    heap: &mut Heap,
+    alloc: &Allocation,
+) -> Result<DomainEnd, String> {
+    let layout = DomainLayout::compute(config.layout, &config.vnodes, &alloc.extents)?;
+    let pnodes: Vec<NodeId> = config.vnodes.iter().map(|v| v.pnode).collect();
+    layout.verify_every_page(|m| heap.frame_table().node_of(m), &pnodes)?;
+    println!(
+        "numavisor: domain {id}: P->node == M->node verified for all {} pages",
+        layout.total_pages()
+    );
+    for line in format!("{layout}").lines() {
+        println!("numavisor: domain {id}: {line}");
+    }
+
+    let mut mem = DomainMemory {
+        layout: &layout,
+        machine: IdentityMachine,
+    };
+    for m in &layout.mappings {
+        mem.machine.zero(m.maddr(), m.bytes());
+    }
+    let plan = build::plan(config, &layout, image)?;
+    let boot = build::load(config, &mut mem, image_bytes, image, &plan)?;
+
+    // Nested page tables, near the boot vCPU's memory.
+    let npt_node = config
+        .vnode_of_vcpu(0)
+        .and_then(|k| pnodes.get(k).copied())
+        .unwrap_or(NodeId(0));
+    let tables = HeapTables {
+        heap,
+        node: npt_node,
+        taken: Vec::new(),
+    };
+    let mut npt = PageTables::new(tables, pt::WRITABLE | pt::USER)
+        .map_err(|e| format!("nested page tables: {e}"))?;
+    let mut mapped = Ok(());
+    for m in &layout.mappings {
+        if let Err(e) = npt.map(m.gpa.0, m.maddr().0, m.bytes()) {
+            mapped = Err(format!("nested page tables: {e}"));
+            break;
+        }
+    }
+    let (npt_root, pages_2m, pages_4k) = (npt.root(), npt.pages_2m, npt.pages_4k);
+    let maps = mapped.and_then(|()| {
+        intercept_maps(npt.memory_mut().heap).map_err(|e| format!("permission maps: {e}"))
+    });
+    let (tables, _) = npt.into_memory();
+    let npt_pages: Vec<Mfn> = tables.taken;
+    let result = maps.map(|maps| {
+        println!(
+            "numavisor: domain {id}: nested paging: {pages_2m} x 2 MiB + {pages_4k} x 4 KiB, {} table pages on node {npt_node}",
+            npt_pages.len()
+        );
+        let entry = EntryState { rip: boot.entry, cr3: boot.cr3.0, rsp: 0, rsi: boot.start_info.0 };
+        let mut vcpu = alloc::boxed::Box::new(Vcpu::new(0, id, entry, npt_root, maps));
+        vcpu.vmcb.save.gdtr.base = boot.gdt.0;
+        vcpu.vmcb.save.gdtr.limit = u32::from(boot.gdt_limit);
+        vcpu.vmcb.save.efer |= EFER_NXE;
+        let mut node_pages = vec![0u64; topology.nr_nodes()];
+        for (k, v) in layout.vnodes.iter().enumerate() {
+            if let Some(slot) = pnodes.get(k).and_then(|p| node_pages.get_mut(p.index())) {
+                *slot += v.pages;
+            }
+        }
+        let mut env = Env {
+            id,
+            mem,
+            vnuma: build::vnuma_view(config, &layout),
+            topology,
+            heap,
+            node_pages,
+            console: ConsoleBuffer::default(),
+        };
+        println!("numavisor: domain {id}: starting vcpu 0 at {:#x}", boot.entry);
+        let end = run_vcpu(&mut vcpu, &mut env);
+        env.console.flush(&mut |line| println!("(d{id}) {line}"));
+        report_end(id, &config.name, &end, vcpu.exits);
+        end
+    });
+    for mfn in npt_pages {
+        let _ = heap.free(mfn, 0);
+    }
+    result
+}
+
+fn run_vcpu(vcpu: &mut Vcpu, env: &mut Env<'_>) -> DomainEnd {
+    let vmcb_pa = &raw const vcpu.vmcb as u64;
+    loop {
+        // SAFETY: the VMCB belongs to this vCPU (boxed, 4 KiB-aligned,
+        // identity-mapped); its nested tables map only the domain's pages.
+        unsafe { svm::vmrun(vmcb_pa, &mut vcpu.regs) };
+        vcpu.vmcb.control.tlb_control = 0;
+        if let Action::End(end) = handle_exit(vcpu, env, &host_cpuid) {
+            return end;
+        }
+    }
+}
+
+fn report_end(id: u32, name: &str, end: &DomainEnd, exits: u64) {
+    match end {
+        DomainEnd::Shutdown(status) => {
+            println!(
+                "numavisor: domain {id} ({name}): shutdown, status {status} after {exits} exits"
+            )
+        }
+        DomainEnd::Killed { reason, rip, gpa } => {
+            print!("numavisor: domain {id} ({name}): killed: {reason}; guest rip {rip:#x}");
+            if let Some(g) = gpa {
+                print!(", guest-physical address {g:#x}");
+            }
+            println!(" (after {exits} exits)");
+        }
+    }
+}
