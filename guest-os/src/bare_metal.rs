@@ -2,7 +2,6 @@
 //! allocator, console sink, panic handler, shutdown.
 
 use core::arch::global_asm;
-use core::cell::UnsafeCell;
 use core::panic::PanicInfo;
 
 use buddy_system_allocator::LockedHeap;
@@ -57,32 +56,18 @@ global_asm!(
     minor = const ABI_MINOR,
 );
 
-/// The guest's heap: a buddy allocator that starts on a small static arena
-/// (enough for reading start-info and choosing the heap) and grows onto free
-/// guest memory once `boot::run` has found it.
+/// The guest's heap: a buddy allocator on free guest memory, identity-mapped
+/// so that a heap pointer is also the guest-physical address hypercalls
+/// take. It exists once `boot::run` has read start-info and chosen the
+/// region; nothing before that allocates.
 #[global_allocator]
 static ALLOCATOR: LockedHeap<32> = LockedHeap::empty();
-
-const EARLY_ARENA_SIZE: usize = 64 << 10;
-
-#[repr(C, align(4096))]
-struct Arena(UnsafeCell<[u8; EARLY_ARENA_SIZE]>);
-
-// SAFETY: the arena is handed to the allocator exactly once, in
-// `guest_main`, and only ever accessed through it afterwards.
-unsafe impl Sync for Arena {}
-
-static EARLY_ARENA: Arena = Arena(UnsafeCell::new([0; EARLY_ARENA_SIZE]));
 
 fn heap_init(start: u64, size: u64) {
     // SAFETY: `boot::start_info::choose_heap` picked free, identity-mapped
     // guest RAM outside page 0, the image and the boot data; it is handed
     // over once and used by nothing else.
-    unsafe {
-        ALLOCATOR
-            .lock()
-            .add_to_heap(start as usize, (start + size) as usize)
-    };
+    unsafe { ALLOCATOR.lock().init(start as usize, size as usize) };
 }
 
 static PLATFORM: BareMetal = BareMetal { heap_init };
@@ -101,12 +86,6 @@ fn shutdown(status: ShutdownStatus) -> ! {
 
 #[no_mangle]
 extern "C" fn guest_main(start_info: u64) -> ! {
-    // SAFETY: the arena is static, page-aligned and used by nothing else.
-    unsafe {
-        ALLOCATOR
-            .lock()
-            .init(EARLY_ARENA.0.get() as usize, EARLY_ARENA_SIZE)
-    };
     init_image_gpa(start_info);
     console::set_sink(console_sink);
     let status = guest_os::boot::run(&PLATFORM, start_info);

@@ -136,7 +136,7 @@ impl MockHv {
     }
 
     fn hole(&self) -> u64 {
-        find_hole(&self.si).map_or(GPA_LIMIT, |g| g.0)
+        find_hole(&self.si, GPA_LIMIT).map_or(GPA_LIMIT, |g| g.0)
     }
 
     /// Whether the guest may pass `[gpa, gpa + len)`: `Fault` outside guest
@@ -433,6 +433,11 @@ impl Platform for MockHv {
         Some(match leaf {
             1 => CpuidRegs {
                 ecx: CPUID_1_ECX_HYPERVISOR,
+                ..CpuidRegs::default()
+            },
+            // 48 physical address bits.
+            0x8000_0008 => CpuidRegs {
+                eax: 48,
                 ..CpuidRegs::default()
             },
             l => CpuidRegs::hypervisor_leaf(l, self.version, self.features).unwrap_or_default(),

@@ -327,7 +327,11 @@ pub fn run(p: &'static dyn Platform, start_gpa: u64) -> ShutdownStatus {
     for w in &cmdline.warnings {
         println!("guest: warning: {w}");
     }
-    let hole = start_info::find_hole(&si).unwrap_or(Gpa(GPA_LIMIT));
+    // CPUID 0x8000_0008 EAX[7:0]: the physical address width.
+    let phys_bits = p
+        .cpuid(0x8000_0008)
+        .map_or(36, |r| (r.eax & 0xff).clamp(32, 52));
+    let hole = start_info::find_hole(&si, 1u64 << phys_bits).unwrap_or(Gpa(GPA_LIMIT));
 
     let vnuma = features
         .contains(Features::VNUMA)

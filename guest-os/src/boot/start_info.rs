@@ -152,18 +152,60 @@ pub fn taken(si: &StartInfo) -> [(u64, u64); 3] {
     ]
 }
 
+/// `range` minus every span of `taken`, without allocating (the heap does
+/// not exist yet when it is first needed): at most `taken.len() + 1` pieces,
+/// in address order, in a fixed array.
+fn subtract_fixed(range: (u64, u64), taken: &[(u64, u64); 3]) -> ([(u64, u64); 4], usize) {
+    let mut pieces = [(0u64, 0u64); 4];
+    pieces[0] = range;
+    let mut n = 1;
+    for &t in taken {
+        let mut next = [(0u64, 0u64); 4];
+        let mut m = 0;
+        for &f in &pieces[..n] {
+            let parts = if overlaps(f, t) {
+                [(f.0, t.0.min(f.1)), (t.1.max(f.0), f.1)]
+            } else {
+                [f, (0, 0)]
+            };
+            for p in parts {
+                if p.0 < p.1 && m < next.len() {
+                    next[m] = p;
+                    m += 1;
+                }
+            }
+        }
+        pieces = next;
+        n = m;
+    }
+    pieces[..n].sort_unstable();
+    (pieces, n)
+}
+
 /// The heap: the first free part of the largest memory range (outside page
 /// 0, the image and the boot data) that holds [`HEAP_SIZE`], else its first
 /// free part of at least [`HEAP_MIN`]; the next largest range if the
-/// largest has neither.
+/// largest has neither. Allocation-free: it runs before the heap exists.
 pub fn choose_heap(si: &StartInfo) -> Option<(Gpa, u64)> {
-    let mut ranges: Vec<&MemRange> = si.mem_ranges().iter().collect();
-    // Largest first; the earliest of equals first.
-    ranges.sort_by(|a, b| b.size.cmp(&a.size).then(a.gpa.cmp(&b.gpa)));
+    let ranges = si.mem_ranges();
+    // Indexes sorted largest first, the earliest of equals first.
+    let mut order = [0usize; pv_abi::start_info::MAX_MEM_RANGES];
+    let n = ranges.len().min(order.len());
+    for (i, slot) in order.iter_mut().enumerate().take(n) {
+        *slot = i;
+    }
+    order[..n].sort_unstable_by(|&a, &b| {
+        ranges[b]
+            .size
+            .cmp(&ranges[a].size)
+            .then(ranges[a].gpa.cmp(&ranges[b].gpa))
+    });
     let taken = taken(si);
-    ranges.iter().find_map(|r| {
+    order[..n].iter().find_map(|&i| {
+        let r = &ranges[i];
         let end = r.gpa.0.checked_add(r.size)?;
-        let free = subtract((r.gpa.0, end), &taken);
+        let (pieces, count) = subtract_fixed((r.gpa.0, end), &taken);
+        let free = &pieces[..count];
         free.iter()
             .find(|f| f.1 - f.0 >= HEAP_SIZE)
             .or_else(|| free.iter().find(|f| f.1 - f.0 >= HEAP_MIN))
@@ -172,9 +214,12 @@ pub fn choose_heap(si: &StartInfo) -> Option<(Gpa, u64)> {
 }
 
 /// A 2 MiB-aligned, 2 MiB guest-physical span outside every memory range
-/// (1 << 46 unless guest memory is there): where `fail=npf` and the
-/// "outside guest memory" hypercall tests point.
-pub fn find_hole(si: &StartInfo) -> Option<Gpa> {
+/// and below `limit` (1 << 46 unless guest memory is there or the limit is
+/// lower): where `fail=npf` and the "outside guest memory" hypercall tests
+/// point. `limit` is the CPU's physical address width: a page-table entry
+/// pointing above it has reserved bits set and faults in the guest instead
+/// of reaching the hypervisor.
+pub fn find_hole(si: &StartInfo, limit: u64) -> Option<Gpa> {
     let free = |c: u64| {
         si.mem_ranges().iter().all(|r| {
             !overlaps(
@@ -183,10 +228,15 @@ pub fn find_hole(si: &StartInfo) -> Option<Gpa> {
             )
         })
     };
+    let limit = limit.min(GPA_LIMIT);
     let candidates = [1u64 << 46, 1 << 45, GPA_LIMIT - HOLE_SIZE]
         .into_iter()
-        .chain((32..45).rev().map(|b| 1u64 << b));
-    if let Some(c) = candidates.into_iter().find(|&c| free(c)) {
+        .chain((32..45).rev().map(|b| 1u64 << b))
+        .chain([limit.saturating_sub(HOLE_SIZE) & !(HOLE_SIZE - 1)]);
+    if let Some(c) = candidates
+        .into_iter()
+        .find(|&c| c + HOLE_SIZE <= limit && free(c))
+    {
         return Some(Gpa(c));
     }
     // Right after the highest range.
@@ -196,7 +246,7 @@ pub fn find_hole(si: &StartInfo) -> Option<Gpa> {
         .map(|r| r.gpa.0.saturating_add(r.size))
         .max()?;
     let c = top.checked_next_multiple_of(HOLE_SIZE)?;
-    (c + HOLE_SIZE <= GPA_LIMIT && free(c)).then_some(Gpa(c))
+    (c + HOLE_SIZE <= limit && free(c)).then_some(Gpa(c))
 }
 
 #[cfg(test)]
@@ -274,9 +324,10 @@ mod tests {
     #[test]
     fn holes() {
         let (_, mut si) = two_nodes();
-        assert_eq!(find_hole(&si), Some(Gpa(1 << 46)));
+        assert_eq!(find_hole(&si, GPA_LIMIT), Some(Gpa(1 << 46)));
+        assert_eq!(find_hole(&si, 1 << 40), Some(Gpa(1 << 39)));
         si.mem_ranges[2] = MemRange::new(Gpa(1 << 46), 1 << 30, 1, Maddr(0));
-        assert_eq!(find_hole(&si), Some(Gpa(1 << 45)));
+        assert_eq!(find_hole(&si, GPA_LIMIT), Some(Gpa(1 << 45)));
         assert_eq!(
             subtract((0, 100), &[(10, 20), (90, 200), (0, 5)]),
             vec![(5, 10), (20, 90)]
