@@ -14,9 +14,12 @@ use xtask::images;
 use xtask::machine::MachineSpec;
 use xtask::qemu::{self, RunConfig, RunResult};
 
-/// The hypervisor image and QEMU, found once per test binary.
+pub mod ktap;
+
+/// The images and QEMU, found once per test binary.
 struct Tools {
     hypervisor: PathBuf,
+    guest: PathBuf,
     qemu: PathBuf,
 }
 
@@ -26,13 +29,16 @@ fn tools() -> &'static Tools {
         // `cargo xtask test` builds the image and passes its path; a plain
         // `cargo test` builds it here, in its own target directory so that
         // it does not wait on the outer cargo's lock.
-        let hypervisor = match std::env::var_os("NUMAVISOR_HYPERVISOR") {
-            Some(p) => PathBuf::from(p),
-            None => {
+        let (hypervisor, guest) = match (
+            std::env::var_os("NUMAVISOR_HYPERVISOR"),
+            std::env::var_os("NUMAVISOR_GUEST"),
+        ) {
+            (Some(h), Some(g)) => (PathBuf::from(h), PathBuf::from(g)),
+            _ => {
                 let dir = images::workspace_root().join("target").join("qemu-tests");
                 match images::build(Some(&dir)) {
-                    Ok(i) => i.hypervisor,
-                    Err(e) => panic!("cannot build the hypervisor image: {e}"),
+                    Ok(i) => (i.hypervisor, i.guest),
+                    Err(e) => panic!("cannot build the images: {e}"),
                 }
             }
         };
@@ -40,7 +46,11 @@ fn tools() -> &'static Tools {
             Some(p) => PathBuf::from(p),
             None => qemu::ensure_qemu().unwrap_or_else(|e| panic!("{e}")),
         };
-        Tools { hypervisor, qemu }
+        Tools {
+            hypervisor,
+            guest,
+            qemu,
+        }
     })
 }
 
@@ -59,10 +69,54 @@ pub fn boot_with(machine_args: Vec<String>, cmdline: &str) -> RunResult {
 
 /// [`boot_with`] with another time-out.
 pub fn boot_with_timeout(machine_args: Vec<String>, cmdline: &str, timeout: Duration) -> RunResult {
+    run(machine_args, cmdline, Vec::new(), timeout)
+}
+
+/// A config from the repository's `domains/` directory.
+pub fn domain_config(name: &str) -> String {
+    images::workspace_root()
+        .join("domains")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Boots `spec` with the guest (its module string carries
+/// `guest_cmdline`, the mirror domain's command line) and these domain
+/// config files, run in order.
+pub fn boot_domains(spec: &MachineSpec, guest_cmdline: &str, configs: &[String]) -> RunResult {
+    boot_modules(spec, guest_image(guest_cmdline), configs)
+}
+
+/// The guest image module string with a command line.
+pub fn guest_image(guest_cmdline: &str) -> String {
+    format!("{} {guest_cmdline}", tools().guest.display())
+        .trim_end()
+        .to_string()
+}
+
+/// Boots `spec` with `image` (a module string) and `configs` as modules.
+pub fn boot_modules(spec: &MachineSpec, image: String, configs: &[String]) -> RunResult {
+    let mut modules = vec![image];
+    modules.extend(configs.iter().cloned());
+    run(
+        spec.qemu_args(),
+        spec.cmdline,
+        modules,
+        xtask::DEFAULT_TIMEOUT,
+    )
+}
+
+fn run(
+    machine_args: Vec<String>,
+    cmdline: &str,
+    modules: Vec<String>,
+    timeout: Duration,
+) -> RunResult {
     let t = tools();
     let cfg = RunConfig {
         kernel: t.hypervisor.clone(),
-        modules: Vec::new(),
+        modules,
         cmdline: cmdline.trim().to_string(),
         machine_args,
         timeout,
@@ -280,4 +334,64 @@ numavisor: done\n";
         );
         assert_eq!(r.warnings, vec!["no SRAT: one node".to_string()]);
     }
+}
+
+/// How the hypervisor reported the end of one domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DomainReport {
+    /// `shutdown, status N (...)`.
+    Shutdown { status: u64 },
+    /// `killed: reason; guest rip R[, guest-physical address G]`.
+    Killed {
+        reason: String,
+        rip: u64,
+        gpa: Option<u64>,
+    },
+    /// `refused: reason`.
+    Refused { reason: String },
+}
+
+fn hex(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()
+}
+
+/// The end of domain `id`, from its `numavisor: domain N ...` line.
+pub fn domain_report(console: &str, id: u32) -> Option<DomainReport> {
+    for line in console.lines() {
+        let Some(rest) = line.strip_prefix(&format!("numavisor: domain {id}")) else {
+            continue;
+        };
+        if let Some(reason) = rest.strip_prefix(": refused: ") {
+            return Some(DomainReport::Refused {
+                reason: reason.to_string(),
+            });
+        }
+        if let Some((_, tail)) = rest.split_once("): shutdown, status ") {
+            let status = tail.split_whitespace().next()?.parse().ok()?;
+            return Some(DomainReport::Shutdown { status });
+        }
+        if let Some((_, tail)) = rest.split_once("): killed: ") {
+            let (reason, place) = tail.split_once("; guest rip ")?;
+            let rip = hex(place.split([',', ' ']).next()?)?;
+            let gpa = place
+                .split_once("guest-physical address ")
+                .and_then(|(_, g)| hex(g.split(' ').next()?));
+            return Some(DomainReport::Killed {
+                reason: reason.to_string(),
+                rip,
+                gpa,
+            });
+        }
+    }
+    None
+}
+
+/// The console lines of domain `id`, without the `(dN) ` prefix.
+pub fn domain_lines(console: &str, id: u32) -> Vec<String> {
+    let prefix = format!("(d{id}) ");
+    console
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(str::to_string)
+        .collect()
 }
