@@ -54,6 +54,15 @@ fn tools() -> &'static Tools {
     })
 }
 
+/// The images every boot uses.
+pub fn images() -> images::Images {
+    let t = tools();
+    images::Images {
+        hypervisor: t.hypervisor.clone(),
+        guest: t.guest.clone(),
+    }
+}
+
 /// Boots the hypervisor on `spec` with `extra_cmdline` appended.
 pub fn boot(spec: &MachineSpec, extra_cmdline: &str) -> RunResult {
     boot_with(

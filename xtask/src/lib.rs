@@ -2,6 +2,7 @@
 //! machines through the same code as `cargo xtask run`.
 
 pub mod images;
+pub mod linux;
 pub mod machine;
 pub mod qemu;
 

@@ -219,6 +219,14 @@ pub fn presets() -> Vec<MachineSpec> {
             cmdline: "",
         },
         MachineSpec {
+            name: "memory-first",
+            summary: "QEMU node 0 has memory only: Linux numbers it after the CPU node (node 1)",
+            nodes: vec![node(256, &[]), node(256, &[0, 1])],
+            distances: Some(vec![vec![10, 30], vec![30, 10]]),
+            numa: true,
+            cmdline: "",
+        },
+        MachineSpec {
             name: "numa-off",
             summary: "the two-nodes machine booted with numa=off: one node",
             nodes: vec![node(512, &[0, 1]), node(512, &[2, 3])],
