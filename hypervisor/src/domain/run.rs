@@ -10,7 +10,7 @@ use alloc::string::String;
 
 use pv_abi::cpuid::{CpuidRegs, CPUID_1_ECX_HYPERVISOR};
 use pv_abi::hypercall::VMMCALL_LEN;
-use pv_abi::{AbiVersion, HypercallArgs};
+use pv_abi::{AbiVersion, HypercallArgs, HypercallResult};
 
 use super::build::DomainEnd;
 use crate::hypercall::{self, HypercallEnv, Outcome};
@@ -55,6 +55,12 @@ pub fn handle_exit(
     vcpu.exits += 1;
     let c = vcpu.vmcb.control;
     match ExitReason::from_code(c.exit_code) {
+        ExitReason::Vmmcall if vcpu.vmcb.save.cpl != 0 => {
+            // Hypercalls are for the guest kernel only, as in Xen.
+            vcpu.vmcb.save.rax = HypercallResult::encode(Err(pv_abi::Error::NotPermitted));
+            vcpu.skip_instruction(VMMCALL_LEN);
+            Action::Resume
+        }
         ExitReason::Vmmcall => {
             let r = &vcpu.regs;
             let args = HypercallArgs {
@@ -209,7 +215,7 @@ mod tests {
     use super::*;
     use crate::hypercall::testenv::TestEnv;
     use crate::svm::vcpu::{EntryState, InterceptMaps};
-    use pv_abi::{Hypercall, HypercallResult, ShutdownStatus};
+    use pv_abi::{Hypercall, ShutdownStatus};
 
     fn vcpu() -> Vcpu {
         let entry = EntryState {
@@ -247,6 +253,14 @@ mod tests {
         assert_eq!(
             handle_exit(&mut v, &mut env, &host),
             Action::End(DomainEnd::Shutdown(ShutdownStatus(1)))
+        );
+        // From user mode: refused, even SHUTDOWN.
+        v.vmcb.save.cpl = 3;
+        v.vmcb.save.rax = Hypercall::Shutdown as u64;
+        assert_eq!(handle_exit(&mut v, &mut env, &host), Action::Resume);
+        assert_eq!(
+            HypercallResult::decode(v.vmcb.save.rax),
+            Err(pv_abi::Error::NotPermitted)
         );
     }
 
