@@ -804,9 +804,16 @@ impl DomainConfig {
                         .filter(|c| c.node == node.id)
                         .map(|c| c.id.0)
                         .collect(),
+                    // The machine may have two nodes at distance 10 (NUMA
+                    // emulation puts fake nodes of one physical node there),
+                    // which a SLIT cannot say: ACPI and Linux want more than
+                    // 10 between distinct nodes. The nearest valid value is 11.
                     vdistances: nodes
                         .iter()
-                        .map(|other| topology.distance(node.id, other.id))
+                        .map(|other| match topology.distance(node.id, other.id) {
+                            d if other.id != node.id && d <= LOCAL_DISTANCE => LOCAL_DISTANCE + 1,
+                            d => d,
+                        })
                         .collect(),
                 }
             })

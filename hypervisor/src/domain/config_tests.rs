@@ -396,6 +396,19 @@ fn mirror_of_four_nodes() {
 }
 
 #[test]
+fn mirror_of_emulated_nodes_keeps_a_valid_slit() {
+    // numa=fake puts two fake nodes of one physical node at distance 10.
+    let t = crate::domain::testutil::topo(
+        &[&[(0, 256 * MIB)], &[(256 * MIB, 512 * MIB)]],
+        &[0, 1],
+        &[10, 10, 10, 10],
+    );
+    let c = DomainConfig::mirror_machine(&t, MIRROR_NODE_MIB);
+    assert_eq!(c.distance_matrix(), [10, 11, 11, 10]);
+    c.validate().unwrap();
+}
+
+#[test]
 fn mirror_follows_machine_cpu_order() {
     // CPUs interleaved across nodes: vcpu i is CPU i, in vnode = its node.
     let t = topo(
