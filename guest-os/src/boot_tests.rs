@@ -30,8 +30,22 @@ fn two_nodes_boot_and_pass() {
     std::println!("{out}");
     assert_eq!(status, ShutdownStatus::SUCCESS, "{out}");
     let l = lines(&out);
-    for want in [
+    #[cfg(not(feature = "abi-1-0"))]
+    let abi = [
+        "guest: ABI 1.1 (guest 1.1, using 1.1), features vnuma,physinfo,domain-node-pages,virtual-acpi,vnode-mem",
+        "guest: vnode 0: 512 MiB on pnode 0, 512 MiB free there",
+        "guest: vnode 1: 512 MiB on pnode 1, 512 MiB free there",
+        "    ok 11 vnode_mem",
+    ];
+    #[cfg(feature = "abi-1-0")]
+    let abi = [
         "guest: ABI 1.0 (guest 1.0, using 1.0), features vnuma,physinfo,domain-node-pages,virtual-acpi",
+    ];
+    for want in abi {
+        assert!(l.contains(&want), "missing {want:?} in\n{out}");
+    }
+    assert_eq!(out.contains("vnode-mem"), cfg!(not(feature = "abi-1-0")));
+    for want in [
         "guest: get_vnuma: 2 vnodes, 4 vCPUs, 2 memory ranges, distances symmetric",
         "guest: get_vnuma and the ACPI tables agree",
         "guest: NUMA: 2 nodes (from get_vnuma)",
@@ -42,13 +56,22 @@ fn two_nodes_boot_and_pass() {
         "guest:     0:  10  20",
         "guest:     1:  20  10",
         "KTAP version 1",
-        "1..5",
+        "1..11",
         "    # Subtest: boot",
         "ok 1 boot",
         "ok 2 vnuma",
         "ok 3 acpi",
         "ok 4 hypercall_abi",
         "ok 5 memory",
+        "ok 6 zones",
+        "ok 7 zonelists",
+        "ok 8 buddy",
+        "ok 9 memoryless",
+        "ok 10 thisnode",
+        "ok 11 accounting",
+        "Fallback order for Node 0: 0 1 ",
+        "Fallback order for Node 1: 1 0 ",
+        "guest: cpu 2: node 1, local memory node 1",
         "guest: shutting down: 0 (success)",
     ] {
         assert!(l.contains(&want), "missing {want:?} in\n{out}");
@@ -121,9 +144,47 @@ fn memoryless_and_cpuless_nodes() {
         "guest:   node   0   1   2   3",
         "guest:     0:  10  41  31  21",
         "guest:     1:  40  10  20  30",
+        // Zones by machine address: vnode 3 is all above 4 GiB.
+        "guest: mm: node 0 zone Normal: present 16384, managed 16384, reserved 0; \
+         pcp batch 3, high 18; [0x100000000..0x104000000) machine 0x200000000",
+        "guest: mm: node 2: no memory",
+        "Fallback order for Node 0: 0 3 1 ",
+        "Fallback order for Node 1: 1 3 0 ",
+        "Fallback order for Node 2: 2 3 1 0 ",
+        "Fallback order for Node 3: 3 0 1 ",
+        "Built 4 zonelists, mobility grouping on.  Total pages: 111999",
+        "guest: mm: node 2 zonelist: 3:DMA32 1:DMA32 0:Normal; this node: (empty)",
+        "guest: cpu 3: node 2, local memory node 3",
+        "ok 11 accounting",
     ] {
         assert!(l.contains(&want), "missing {want:?} in\n{out}");
     }
+}
+
+/// Machine memory all above 4 GiB (as on an Altix) and zone-ordered
+/// zonelists: only Normal zones, DMA32 allocations fail, every suite
+/// passes, the 4.13-style summary line.
+#[test]
+fn all_memory_high_in_zone_order() {
+    let (v, mut si) = two_nodes();
+    let n = si.mem_ranges().len();
+    for r in &mut si.mem_ranges[..n] {
+        r.maddr = Maddr(r.maddr.0 + (1 << 32));
+    }
+    si.set_cmdline(b"numa_zonelist_order=zone").unwrap();
+    let (status, out, _) = boot(MockHv::new(si, v));
+    assert_eq!(status, ShutdownStatus::SUCCESS, "{out}");
+    let l = lines(&out);
+    for want in [
+        "guest: mm: zonelist order: Zone (numa_zonelist_order=zone)",
+        "guest: mm: node 1 zonelist: 1:Normal 0:Normal; this node: 1:Normal",
+        "Built 2 zonelists in Zone order, mobility grouping on.  Total pages: 259455",
+        "    ok 4 all_high_memory_no_low_zones",
+        "ok 11 accounting",
+    ] {
+        assert!(l.contains(&want), "missing {want:?} in\n{out}");
+    }
+    assert!(!out.contains("zone DMA32:"), "{out}");
 }
 
 #[test]
@@ -134,10 +195,11 @@ fn abi_major_mismatch_is_refused() {
     let (status, out, _) = boot(hv);
     assert_eq!(status, ShutdownStatus::ABI_MISMATCH);
     assert!(
-        out.contains(
-            "guest: ABI mismatch: the hypervisor speaks ABI 2.3, this guest speaks ABI 1.0; \
-             different major versions cannot work together"
-        ),
+        out.contains(&std::format!(
+            "guest: ABI mismatch: the hypervisor speaks ABI 2.3, this guest speaks ABI {}; \
+             different major versions cannot work together",
+            AbiVersion::CURRENT
+        )),
         "{out}"
     );
     assert!(!out.contains("KTAP"));
@@ -152,10 +214,37 @@ fn newer_minor_is_accepted() {
     let page = hv.si;
     hv.set_page(pv_abi::Pod::as_bytes(&page));
     let (status, out, _) = boot(hv);
+    let v = AbiVersion::CURRENT;
     assert!(
-        out.contains("guest: ABI 1.4 (guest 1.0, using 1.0)"),
+        out.contains(&std::format!("guest: ABI 1.4 (guest {v}, using {v})")),
         "{out}"
     );
+    assert_eq!(status, ShutdownStatus::SUCCESS, "{out}");
+}
+
+/// A 1.1 guest on a 1.0 hypervisor: it uses 1.0, sees no VNODE_MEM, takes
+/// its fallback (sizes from get_vnuma, free memory unknown), and every
+/// suite passes; asking for vnode_mem anyway gets 1.0's 48 bytes handled
+/// and the buffer untouched.
+#[cfg(not(feature = "abi-1-0"))]
+#[test]
+fn on_a_1_0_hypervisor_the_fallback_is_taken() {
+    let (v, si) = two_nodes();
+    let (status, out, _) = boot(MockHv::new(si, v).speaking_v1_0());
+    let l = lines(&out);
+    for want in [
+        "guest: ABI 1.0 (guest 1.1, using 1.0), features vnuma,physinfo,domain-node-pages,virtual-acpi",
+        "guest: features not offered: vnode-mem: using fallback paths",
+        "guest: vnode-mem not offered (hypervisor ABI 1.0): fallback: sizes from get_vnuma, free memory unknown",
+        "guest: vnode 0: 512 MiB, free memory unknown",
+        "guest: vnode 1: 512 MiB, free memory unknown",
+        "    ok 11 vnode_mem",
+        "    ok 5 longer_structure_accepted",
+        "    ok 4 features_present",
+    ] {
+        assert!(l.contains(&want), "missing {want:?} in\n{out}");
+    }
+    assert!(!out.contains("not ok"), "{out}");
     assert_eq!(status, ShutdownStatus::SUCCESS, "{out}");
 }
 
@@ -252,9 +341,9 @@ fn fail_hypercall_runs_the_garbage_suite() {
     si.set_cmdline(b"fail=hypercall").unwrap();
     let (status, out, hv) = boot(MockHv::new(si, v));
     assert!(out.contains("guest: fail=hypercall: garbage hypercalls follow"));
-    assert!(out.contains("1..6\n"), "{out}");
+    assert!(out.contains("1..12\n"), "{out}");
     assert!(out.contains("    ok 1 decoder_agreement\n"), "{out}");
-    assert!(out.contains("ok 6 hypercall_garbage\n"), "{out}");
+    assert!(out.contains("ok 12 hypercall_garbage\n"), "{out}");
     assert_eq!(status, ShutdownStatus::SUCCESS, "{out}");
     assert!(hv.fails.lock().unwrap().is_empty());
     // The guest's own "still here" line went through the hypercall.

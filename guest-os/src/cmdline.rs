@@ -9,11 +9,13 @@
 //! | `fail=hypercall` | issue garbage hypercalls, check each answer (an extra KTAP suite), go on |
 //! | `fail=halt` | `cli; hlt`: a vCPU that can never wake up |
 //! | `ktest=a,b` | run only these KTAP suites |
+//! | `numa_zonelist_order=node\|zone\|default` | fallback lists in node order (the default), Linux 4.13's zone order, or the pre-4.14 heuristic; as Linux, the first letter decides, either case |
 
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
+use crate::mm::OrderChoice;
 use crate::platform::FailMode;
 
 /// The parsed command line.
@@ -23,6 +25,8 @@ pub struct Cmdline {
     pub fail: Option<FailMode>,
     /// `ktest=`: the suites to run (all when `None`).
     pub ktest: Option<Vec<String>>,
+    /// `numa_zonelist_order=`.
+    pub numa_zonelist_order: Option<OrderChoice>,
     /// What was not understood.
     pub warnings: Vec<String>,
 }
@@ -66,7 +70,13 @@ pub fn parse(cmdline: &str) -> Cmdline {
                         .collect(),
                 )
             }
-            ("fail" | "ktest", None) => c
+            ("numa_zonelist_order", Some(v)) => match OrderChoice::parse(v) {
+                Some(o) => c.numa_zonelist_order = Some(o),
+                None => c.warnings.push(format!(
+                    "numa_zonelist_order={v}: not node, zone or default; ignored"
+                )),
+            },
+            ("fail" | "ktest" | "numa_zonelist_order", None) => c
                 .warnings
                 .push(format!("option '{key}' needs a value ({key}=...); ignored")),
             _ => c.warnings.push(format!("unknown option '{word}' ignored")),
@@ -101,6 +111,31 @@ mod tests {
                 "unknown option 'quiet' ignored",
                 "fail=halt replaces fail=npf given earlier",
                 "option 'ktest' needs a value (ktest=...); ignored",
+            ]
+        );
+    }
+
+    #[test]
+    fn zonelist_order() {
+        assert_eq!(
+            parse("numa_zonelist_order=Zone").numa_zonelist_order,
+            Some(OrderChoice::Zone)
+        );
+        assert_eq!(
+            parse("numa_zonelist_order=d").numa_zonelist_order,
+            Some(OrderChoice::Default)
+        );
+        assert_eq!(
+            parse("numa_zonelist_order=node").numa_zonelist_order,
+            Some(OrderChoice::Node)
+        );
+        let c = parse("numa_zonelist_order=x numa_zonelist_order");
+        assert_eq!(c.numa_zonelist_order, None);
+        assert_eq!(
+            c.warnings,
+            vec![
+                "numa_zonelist_order=x: not node, zone or default; ignored",
+                "option 'numa_zonelist_order' needs a value (numa_zonelist_order=...); ignored",
             ]
         );
     }

@@ -500,6 +500,68 @@ pub fn fetch_domain_node_pages(p: &dyn Platform) -> Result<Vec<u64>, FetchError>
     )))
 }
 
+/// ABI 1.1's answer for the per-vnode memory: what the hypervisor wrote
+/// back as `GET_VNUMA`'s `size`, and the `vnode_mem` buffer.
+#[cfg(not(feature = "abi-1-0"))]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VnodeMem {
+    /// `size` written back: 56 when the hypervisor handled `vnode_mem`, 48
+    /// from a 1.0 hypervisor (which never touches the buffer).
+    pub size: u32,
+    /// One entry per vnode (the sentinel [`VNODE_MEM_UNTOUCHED`] where the
+    /// hypervisor wrote nothing).
+    pub entries: Vec<pv_abi::VnodeMemInfo>,
+}
+
+/// What `vnode_mem` entries hold before the call.
+#[cfg(not(feature = "abi-1-0"))]
+pub const VNODE_MEM_UNTOUCHED: pv_abi::VnodeMemInfo = pv_abi::VnodeMemInfo {
+    pnode: u32::MAX,
+    flags: u32::MAX,
+    size_pages: u64::MAX,
+    free_pages: u64::MAX,
+};
+
+#[cfg(not(feature = "abi-1-0"))]
+impl VnodeMem {
+    /// Whether the hypervisor handled the appended `vnode_mem` field.
+    pub fn handled(&self) -> bool {
+        self.size as usize >= size_of::<VnumaTopologyInfo>()
+    }
+}
+
+/// `GET_VNUMA` with buffers of exactly `counts` plus ABI 1.1's `vnode_mem`
+/// buffer (one [`pv_abi::VnodeMemInfo`] per vnode). Works on any
+/// hypervisor of major 1: a 1.0 one handles 48 bytes, writes `size` = 48
+/// back and leaves the buffer alone, which [`VnodeMem::handled`] tells.
+#[cfg(not(feature = "abi-1-0"))]
+pub fn fetch_vnode_mem(p: &dyn Platform, counts: VnumaCounts) -> Result<VnodeMem, FetchError> {
+    bounded("nr_vnodes", counts.nr_vnodes, MAX_VNODES)?;
+    bounded("nr_vcpus", counts.nr_vcpus, MAX_CPUS)?;
+    bounded("nr_vmemranges", counts.nr_vmemranges, MAX_VMEMRANGES)?;
+    let mut bufs = VnumaBuffers::new(counts, 0);
+    let mut entries = vec![VNODE_MEM_UNTOUCHED; counts.nr_vnodes as usize];
+    let mut info = bufs.request(p);
+    if !entries.is_empty() {
+        info.vnode_mem = gpa_of(p, entries.as_mut_ptr());
+    }
+    get_vnuma(p, &mut info).map_err(|error| FetchError::Hypercall {
+        call: Hypercall::GetVnuma,
+        error,
+        step: "fetch with vnode_mem",
+    })?;
+    if info.counts() != counts {
+        return Err(FetchError::Protocol(format!(
+            "get_vnuma answered counts {:?}, {counts:?} before",
+            info.counts()
+        )));
+    }
+    Ok(VnodeMem {
+        size: info.size,
+        entries,
+    })
+}
+
 /// `size_of::<T>()` as the `u32` a query's `size` field holds.
 pub const fn query_size<T>() -> u32 {
     size_of::<T>() as u32

@@ -11,7 +11,9 @@
 //!    ([`cmdline`]), the test suites, the shutdown status.
 //! 4. [`numa`]: the vNUMA topology, the virtual SRAT/SLIT/MADT, Linux's node
 //!    numbering and the cross-check between the two sources.
-//! 5. [`ktest`]: the in-guest test framework, its KTAP printer and the suites.
+//! 5. [`mm`]: the memory manager built on that view: nodes, zones by machine
+//!    address, buddy allocators, zonelists, `numa_mem_id`, numastat.
+//! 6. [`ktest`]: the in-guest test framework, its KTAP printer and the suites.
 //!
 //! Everything that is not hardware access runs on the host too: the boot
 //! sequence talks to the machine only through [`platform::Platform`], which
@@ -31,6 +33,7 @@ pub mod boot;
 pub mod cmdline;
 pub mod hypercall;
 pub mod ktest;
+pub mod mm;
 pub mod numa;
 pub mod platform;
 

@@ -54,6 +54,9 @@ pub struct MockHv {
     pub node_distance: Vec<u32>,
     pub cpu_to_node: Vec<u32>,
     pub node_pages: Vec<u64>,
+    /// Bytes of `VnumaTopologyInfo` this hypervisor knows (48 plays a 1.0
+    /// hypervisor, see [`MockHv::speaking_v1_0`]).
+    pub vnuma_size: u32,
     pub bugs: Bugs,
     pub memory: Mutex<BTreeMap<u64, Vec<u8>>>,
     pub words: Mutex<HashMap<u64, u64>>,
@@ -88,6 +91,7 @@ impl MockHv {
             node_distance: vec![10, 21, 21, 10],
             cpu_to_node: vec![0, 0, 1, 1],
             node_pages: Vec::new(),
+            vnuma_size: std::mem::size_of::<VnumaTopologyInfo>() as u32,
             vnuma: vnuma.clone(),
             bugs: Bugs::default(),
             memory: Mutex::new(BTreeMap::new()),
@@ -100,6 +104,35 @@ impl MockHv {
         hv.node_pages = hv.pages_per_pnode();
         hv.set_tables(&vnuma);
         hv
+    }
+
+    /// Plays an ABI 1.0 hypervisor: version 1.0 (start-info too), 1.0's
+    /// features, and 1.0's 48-byte `VnumaTopologyInfo`.
+    #[cfg_attr(feature = "abi-1-0", allow(dead_code))]
+    pub fn speaking_v1_0(mut self) -> Self {
+        self.version = AbiVersion::V1_0;
+        self.features = Features::V1_0;
+        self.vnuma_size = VnumaTopologyInfo::SIZE_V1_0;
+        self.si.version = AbiVersion::V1_0;
+        let page = self.si;
+        self.set_page(page.as_bytes());
+        self
+    }
+
+    /// ABI 1.1's `vnode_mem` answer: vnode v on physical node v % 2.
+    #[cfg(not(feature = "abi-1-0"))]
+    fn vnode_mem(&self) -> Vec<pv_abi::VnodeMemInfo> {
+        (0..self.vnuma.nr_vnodes)
+            .map(|v| {
+                let pnode = v % self.node_mem.len() as u32;
+                pv_abi::VnodeMemInfo {
+                    pnode,
+                    flags: 0,
+                    size_pages: self.si.vnode_ranges(v).map(|r| r.size / PAGE_SIZE).sum(),
+                    free_pages: self.node_mem[pnode as usize].free_pages,
+                }
+            })
+            .collect()
     }
 
     /// Pages per physical node: vnode v on physical node v % 2.
@@ -187,10 +220,11 @@ impl MockHv {
         Ok(())
     }
 
-    /// Reads a query structure per the protocol: size, accepted size, flags.
-    fn read_query<T: Query>(&self, gpa: u64) -> Result<(T, u32), Error> {
+    /// Reads a query structure per the protocol: size, accepted size (at
+    /// most `known`, the size this hypervisor knows), flags.
+    fn read_query<T: Query>(&self, gpa: u64, known: u32) -> Result<(T, u32), Error> {
         let size = u32::read_from(&self.read_guest(gpa, 4)?).unwrap_or(0);
-        let n = accept_size::<T>(size)?;
+        let n = accept_size::<T>(size)?.min(known);
         let t = T::read_zero_extended(&self.read_guest(gpa, n as usize)?);
         if !t.reserved_are_zero() {
             return Err(Error::InvalidArgument);
@@ -211,7 +245,7 @@ impl MockHv {
     }
 
     fn get_vnuma(&self, gpa: u64) -> Result<u64, Error> {
-        let (mut info, n) = self.read_query::<VnumaTopologyInfo>(gpa)?;
+        let (mut info, n) = self.read_query::<VnumaTopologyInfo>(gpa, self.vnuma_size)?;
         let v = &self.vnuma;
         let actual = VnumaCounts {
             nr_vnodes: v.nr_vnodes,
@@ -258,13 +292,27 @@ impl MockHv {
                     &cut(&ranges, caps.nr_vmemranges.into(), 24),
                 )?;
             }
+            // ABI 1.1; a field beyond `n` was read as null.
+            #[cfg(not(feature = "abi-1-0"))]
+            if fits.is_ok()
+                && !info.vnode_mem.is_null()
+                && self.features.contains(Features::VNODE_MEM)
+            {
+                Self::aligned(info.vnode_mem, caps.nr_vnodes, 8)?;
+                let mem: Vec<u8> = self
+                    .vnode_mem()
+                    .iter()
+                    .flat_map(|m| m.as_bytes().to_vec())
+                    .collect();
+                self.write_guest(info.vnode_mem.0, &mem)?;
+            }
         }
         self.write_back(gpa, info, n)?;
         fits.map(|()| 0)
     }
 
     fn physinfo(&self, gpa: u64) -> Result<u64, Error> {
-        let (mut info, n) = self.read_query::<PhysInfo>(gpa)?;
+        let (mut info, n) = self.read_query::<PhysInfo>(gpa, u32::MAX)?;
         let actual = PhysCounts {
             nr_nodes: self.node_mem.len() as u32,
             nr_cpus: self.cpu_to_node.len() as u32,
@@ -300,7 +348,7 @@ impl MockHv {
     }
 
     fn domain_node_pages(&self, gpa: u64) -> Result<u64, Error> {
-        let (mut info, n) = self.read_query::<DomainNodePages>(gpa)?;
+        let (mut info, n) = self.read_query::<DomainNodePages>(gpa, u32::MAX)?;
         let nodes = self.node_pages.len() as u32;
         let fits = info.reply(nodes);
         if fits.is_ok() {

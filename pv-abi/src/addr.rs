@@ -85,6 +85,7 @@ macro_rules! u64_newtype {
                 name: stringify!($name),
                 size: 8,
                 align: 8,
+                sized_by: None,
                 fields: &[FieldLayout { name: "0", ty: "u64", offset: 0, size: 8 }],
             };
         }

@@ -49,6 +49,17 @@ impl ExitCode {
             .find(|c| c.qemu_status() == status)
     }
 
+    /// The code's name in the ABI description, e.g. `"bad-boot"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ExitCode::Success => "success",
+            ExitCode::Failure => "failure",
+            ExitCode::Panic => "panic",
+            ExitCode::BadBoot => "bad-boot",
+            ExitCode::Exception => "exception",
+        }
+    }
+
     /// A short human description.
     pub const fn describe(self) -> &'static str {
         match self {

@@ -12,6 +12,7 @@ use core::ops::{BitAnd, BitAndAssign, BitOr, BitOrAssign};
 
 use crate::layout::{AbiStruct, FieldLayout, StructLayout};
 use crate::pod::Pod;
+use crate::version::{AbiVersion, ABI_MAJOR};
 
 /// A set of feature bits (word 0).
 #[repr(transparent)]
@@ -37,23 +38,52 @@ impl Features {
     /// ACPI tables (RSDP, XSDT, SRAT, SLIT, MADT) describing exactly the
     /// domain's vNUMA topology.
     pub const VIRTUAL_ACPI: Features = Features(1 << 3);
+    /// `GET_VNUMA` fills [`VnumaTopologyInfo::vnode_mem`](crate::VnumaTopologyInfo::vnode_mem):
+    /// per vnode, its physical node, its size and the free memory of that
+    /// node (ABI 1.1). Without it a guest knows each vnode's size from the
+    /// memory ranges and nothing about the free memory behind it.
+    #[cfg(not(feature = "abi-1-0"))]
+    pub const VNODE_MEM: Features = Features(1 << 4);
 
     /// Bit 63, never assigned (keeps the word out of the error range).
     pub const RESERVED: Features = Features(1 << 63);
 
-    /// Every bit this version of the crate defines.
-    pub const KNOWN: Features = Features(
+    /// The bits ABI 1.0 defines.
+    pub const V1_0: Features = Features(
         Self::VNUMA.0 | Self::PHYSINFO.0 | Self::DOMAIN_NODE_PAGES.0 | Self::VIRTUAL_ACPI.0,
     );
 
+    /// Every bit this version of the crate defines.
+    #[cfg(not(feature = "abi-1-0"))]
+    pub const KNOWN: Features = Features(Self::V1_0.0 | Self::VNODE_MEM.0);
+    /// Every bit this version of the crate defines.
+    #[cfg(feature = "abi-1-0")]
+    pub const KNOWN: Features = Self::V1_0;
+
     /// Each named bit with its name, in bit order (for printing and for the
     /// ABI description).
-    pub const NAMED: [(&'static str, Features); 4] = [
+    pub const NAMED: &'static [(&'static str, Features)] = &[
         ("vnuma", Self::VNUMA),
         ("physinfo", Self::PHYSINFO),
         ("domain-node-pages", Self::DOMAIN_NODE_PAGES),
         ("virtual-acpi", Self::VIRTUAL_ACPI),
+        #[cfg(not(feature = "abi-1-0"))]
+        ("vnode-mem", Self::VNODE_MEM),
     ];
+
+    /// The bits ABI `version` defines, as far as this crate knows: a
+    /// hypervisor of that version offers no other (it may leave some of
+    /// these clear). For a newer minor than this crate's, the bits this
+    /// crate knows; for another major, none.
+    pub const fn defined_in(version: AbiVersion) -> Features {
+        if version.major != ABI_MAJOR {
+            return Features::empty();
+        }
+        match version.minor {
+            0 => Self::V1_0,
+            _ => Self::KNOWN,
+        }
+    }
 
     /// No features.
     pub const fn empty() -> Self {
@@ -145,7 +175,7 @@ impl fmt::Display for Features {
             return f.write_str("none");
         }
         let mut sep = "";
-        for (name, bit) in Self::NAMED {
+        for &(name, bit) in Self::NAMED {
             if self.contains(bit) {
                 write!(f, "{sep}{name}")?;
                 sep = ",";
@@ -173,6 +203,7 @@ impl AbiStruct for Features {
         name: "Features",
         size: 8,
         align: 8,
+        sized_by: None,
         fields: &[FieldLayout {
             name: "0",
             ty: "u64",
@@ -193,10 +224,25 @@ mod tests {
         assert_eq!(Features::PHYSINFO.bits(), 2);
         assert_eq!(Features::DOMAIN_NODE_PAGES.bits(), 4);
         assert_eq!(Features::VIRTUAL_ACPI.bits(), 8);
+        assert_eq!(Features::V1_0.bits(), 0xf);
+        #[cfg(not(feature = "abi-1-0"))]
+        {
+            assert_eq!(Features::VNODE_MEM.bits(), 0x10);
+            assert_eq!(Features::KNOWN.bits(), 0x1f);
+        }
+        #[cfg(feature = "abi-1-0")]
         assert_eq!(Features::KNOWN.bits(), 0xf);
         assert!(!Features::KNOWN.intersects(Features::RESERVED));
+        let v = |minor| AbiVersion::new(ABI_MAJOR, minor);
+        assert_eq!(Features::defined_in(v(0)), Features::V1_0);
+        assert_eq!(Features::defined_in(AbiVersion::CURRENT), Features::KNOWN);
+        assert_eq!(Features::defined_in(v(9)), Features::KNOWN);
+        assert_eq!(
+            Features::defined_in(AbiVersion::new(ABI_MAJOR + 1, 0)),
+            Features::empty()
+        );
         let mut all = Features::empty();
-        for (_, bit) in Features::NAMED {
+        for &(_, bit) in Features::NAMED {
             assert_eq!(bit.bits().count_ones(), 1);
             assert!(!all.intersects(bit));
             all |= bit;

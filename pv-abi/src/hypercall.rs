@@ -12,6 +12,7 @@
 
 use crate::addr::Gpa;
 use crate::error::Error;
+use crate::features::Features;
 use crate::shutdown::ShutdownStatus;
 
 /// The `VMMCALL` instruction.
@@ -38,7 +39,7 @@ pub enum Hypercall {
     Version = 0,
     /// `FEATURES`: one word of feature bits.
     ///
-    /// RDI = word index. Returns word 0 as [`Features`](crate::Features) bits
+    /// RDI = word index. Returns word 0 as [`Features`] bits
     /// (bit 63 never set). ABI 1.0 defines word 0 only; any other index
     /// returns 0, so later versions can add words compatibly. Never fails.
     Features = 1,
@@ -54,6 +55,9 @@ pub enum Hypercall {
     ///
     /// RDI = [`Gpa`] of a [`VnumaTopologyInfo`](crate::VnumaTopologyInfo)
     /// ([`QUERY_ALIGN`]-aligned), in/out per the [query protocol](crate::query).
+    /// Since ABI 1.1 it also fills the per-vnode `vnode_mem` buffer when the
+    /// caller gives one and [`Features::VNODE_MEM`](crate::Features) is
+    /// offered ([`vnuma`](crate::vnuma)).
     /// Returns 0. Errors: [`Error::BufferTooSmall`] (needed counts written
     /// back), [`Error::InvalidArgument`] (misaligned, size below 1.0's,
     /// non-zero flags/reserved, misaligned buffer), [`Error::Fault`],
@@ -138,6 +142,20 @@ impl Hypercall {
             Hypercall::PhysInfo => &[("info", "Gpa<PhysInfo>")],
             Hypercall::DomainNodePages => &[("info", "Gpa<DomainNodePages>")],
             Hypercall::Shutdown => &[("status", "ShutdownStatus")],
+        }
+    }
+
+    /// The feature bit without which the hypervisor answers
+    /// [`Error::Unsupported`], if the hypercall has one.
+    pub const fn feature(self) -> Option<Features> {
+        match self {
+            Hypercall::GetVnuma => Some(Features::VNUMA),
+            Hypercall::PhysInfo => Some(Features::PHYSINFO),
+            Hypercall::DomainNodePages => Some(Features::DOMAIN_NODE_PAGES),
+            Hypercall::Version
+            | Hypercall::Features
+            | Hypercall::ConsoleWrite
+            | Hypercall::Shutdown => None,
         }
     }
 

@@ -1,6 +1,7 @@
-//! numavisor's paravirtual ABI, version 1.0: the contract shared by the
-//! hypervisor, the guest OS and the host tools. Nothing else defines these
-//! types; both kernels use them from here.
+//! numavisor's paravirtual ABI, version 1.1 (1.0 with the `abi-1-0`
+//! feature): the contract shared by the hypervisor, the guest OS and the
+//! host tools. Nothing else defines these types; both kernels use them from
+//! here.
 //!
 //! `no_std`, no dependencies. Every structure that crosses the boundary is
 //! `#[repr(C)]`, little-endian, built only from fixed-width integers and
@@ -74,9 +75,52 @@
 //! A guest asks the version (CPUID leaf [`cpuid::CPUID_LEAF_VERSION`] or
 //! [`Hypercall::Version`]) and the features before anything else, refuses a
 //! different major with a message naming both versions, and then shuts down
-//! with [`ShutdownStatus::ABI_MISMATCH`]. A guest image may declare the
-//! version it was built against in an ELF note ([`elf_note`]) so the
-//! hypervisor can refuse it before it runs.
+//! with [`ShutdownStatus::ABI_MISMATCH`]. A guest image declares the version
+//! it was built against in an ELF note ([`elf_note`]); the hypervisor
+//! refuses an image of another major before it runs, naming both versions
+//! (an image without the note is taken as 1.0).
+//!
+//! ## How the rules are enforced
+//!
+//! - Layouts: [`abi_struct!`](crate::pod) checks every size, alignment and
+//!   field offset at compile time, and records whether a structure carries
+//!   its own size (`sized_by`), the precondition for appending to it.
+//! - Releases: [`layout::describe`] writes a machine-readable description of
+//!   everything above, generated from the types. Each released version's
+//!   description is kept in `pv-abi/abi/vMAJOR.MINOR.abi`
+//!   (`cargo xtask abi-record`). `cargo xtask abi-check`, part of
+//!   `cargo xtask test`, compares the current types against every recorded
+//!   version, prints each difference classified as compatible or breaking
+//!   (with the field, offsets and sizes involved), and fails on a breaking
+//!   change to a released version of the same major, or on any change to a
+//!   version that is already recorded (a compatible change needs a new
+//!   minor). It also builds this crate with each old version's feature and
+//!   requires its description to equal the recorded one exactly.
+//! - Pairings: the QEMU matrix (`tests/tests/abi.rs`) boots every pairing
+//!   of a 1.0 and a current guest with a 1.0 and a current hypervisor, and
+//!   proves that both sides refuse another major.
+//!
+//! ## Versions
+//!
+//! | version | adds |
+//! | --- | --- |
+//! | 1.0 | the first release: everything not listed below |
+//! | 1.1 | [`Features::VNODE_MEM`] (bit 4), [`VnodeMemInfo`], and `vnode_mem` appended to [`VnumaTopologyInfo`] (48 → 56 bytes): per vnode, its physical node, size and the free memory behind it ([`vnuma`]) |
+//!
+//! ## Building a kernel that speaks an older version
+//!
+//! The crate builds as ABI 1.0 with the cargo feature `abi-1-0`:
+//! [`ABI_MINOR`] is 0 and every 1.1 addition is hidden (compiled out), so a
+//! kernel built with it is a 1.0 kernel. Both kernels forward it as their own
+//! feature of the same name; `cargo xtask build --abi 1.0` builds both into
+//! `target/abi-1.0/`, and `cargo xtask run --hypervisor-abi 1.0
+//! --guest-abi current` (or `--abi 1.0`) pairs them. A later minor's
+//! addition follows the same pattern: append it last, gated by
+//! `#[cfg(not(feature = "abi-1-0"))]` (and by a new feature for the
+//! version before it).
+//!
+//! The test-only feature `abi-major-2` makes the crate claim major 2 (same
+//! layouts), so that the matrix can prove the refusals.
 
 #![no_std]
 
@@ -113,4 +157,6 @@ pub use query::Query;
 pub use shutdown::ShutdownStatus;
 pub use start_info::{MemRange, StartInfo};
 pub use version::{AbiVersion, ABI_MAJOR, ABI_MINOR};
+#[cfg(not(feature = "abi-1-0"))]
+pub use vnuma::VnodeMemInfo;
 pub use vnuma::{VmemRange, VnumaTopologyInfo};

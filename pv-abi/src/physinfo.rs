@@ -38,7 +38,7 @@ abi_struct! {
 abi_struct! {
     /// `PHYSINFO`'s in/out structure.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub struct PhysInfo(size = 56, align = 8) {
+    pub struct PhysInfo(size = 56, align = 8, sized_by = size) {
         /// In: `size_of` the caller knows. Out: bytes the hypervisor handled.
         pub size: u32 => 0,
         /// Must be 0.
@@ -156,7 +156,7 @@ impl Query for PhysInfo {
 abi_struct! {
     /// `DOMAIN_NODE_PAGES`'s in/out structure.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub struct DomainNodePages(size = 24, align = 8) {
+    pub struct DomainNodePages(size = 24, align = 8, sized_by = size) {
         /// In: `size_of` the caller knows. Out: bytes the hypervisor handled.
         pub size: u32 => 0,
         /// Must be 0.

@@ -101,7 +101,16 @@ unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
 /// [`AbiStruct`](crate::layout::AbiStruct) layout description.
 ///
 /// `=> N` after a field's type is its byte offset. Derives go in the
-/// attributes (at least `Clone, Copy`).
+/// attributes (at least `Clone, Copy`). `sized_by = FIELD` says that the
+/// structure carries its own size in `FIELD` (a `u32`), so fields may be
+/// appended to it compatibly (see the [crate docs](crate)); the ABI
+/// description records it.
+///
+/// A field added by a later minor version is appended last with
+/// `#[cfg(not(feature = "abi-1-0"))]` (after its doc comment) and the size
+/// is given for both builds, so a build with the `abi-1-0` feature has the
+/// 1.0 layout; every check then applies to whichever layout is built. (The
+/// field's type must exist in every build: the layout table names it.)
 ///
 /// ```text
 /// abi_struct! {
@@ -118,9 +127,10 @@ unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
 macro_rules! abi_struct {
     (
         $(#[$meta:meta])*
-        pub struct $name:ident (size = $size:literal, align = $align:literal) {
+        pub struct $name:ident (size = $size:expr, align = $align:literal $(, sized_by = $sized_by:ident)?) {
             $(
-                $(#[$fmeta:meta])*
+                $(#[doc = $doc:literal])*
+                $(#[cfg($cfg:meta)])?
                 pub $field:ident : $ty:ty => $offset:literal,
             )*
         }
@@ -129,7 +139,8 @@ macro_rules! abi_struct {
         #[repr(C)]
         pub struct $name {
             $(
-                $(#[$fmeta])*
+                $(#[doc = $doc])*
+                $(#[cfg($cfg)])?
                 pub $field: $ty,
             )*
         }
@@ -138,9 +149,17 @@ macro_rules! abi_struct {
         const _: () = {
             assert!(::core::mem::size_of::<$name>() == $size);
             assert!(::core::mem::align_of::<$name>() == $align);
-            $( assert!(::core::mem::offset_of!($name, $field) == $offset); )*
             // No implicit padding: the fields fill the structure exactly.
-            assert!(0 $( + ::core::mem::size_of::<$ty>() )* == $size);
+            let mut filled = 0;
+            $(
+                $(#[cfg($cfg)])?
+                {
+                    assert!(::core::mem::offset_of!($name, $field) == $offset);
+                    filled += ::core::mem::size_of::<$ty>();
+                }
+            )*
+            assert!(filled == $size);
+            $( let _ = ::core::mem::offset_of!($name, $sized_by); )?
             const fn field_is_pod<T: $crate::pod::Pod>() {}
             $( field_is_pod::<$ty>(); )*
         };
@@ -151,11 +170,10 @@ macro_rules! abi_struct {
         unsafe impl $crate::pod::Pod for $name {}
 
         impl $crate::layout::AbiStruct for $name {
-            const LAYOUT: $crate::layout::StructLayout = $crate::layout::StructLayout {
-                name: stringify!($name),
-                size: $size,
-                align: $align,
-                fields: &[
+            const LAYOUT: $crate::layout::StructLayout = {
+                // Every field this source defines; fields a build leaves out
+                // (`cfg`) are appended ones, so the built ones are a prefix.
+                const ALL: &[$crate::layout::FieldLayout] = &[
                     $(
                         $crate::layout::FieldLayout {
                             name: stringify!($field),
@@ -164,7 +182,22 @@ macro_rules! abi_struct {
                             size: ::core::mem::size_of::<$ty>(),
                         },
                     )*
-                ],
+                ];
+                let mut built = 0;
+                $(
+                    $(#[cfg($cfg)])?
+                    {
+                        built += 1;
+                        let _ = stringify!($field);
+                    }
+                )*
+                $crate::layout::StructLayout {
+                    name: stringify!($name),
+                    size: $size,
+                    align: $align,
+                    sized_by: [$(Some(stringify!($sized_by)),)? None][0],
+                    fields: ALL.split_at(built).0,
+                }
             };
         }
     };

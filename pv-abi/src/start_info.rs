@@ -130,7 +130,7 @@ abi_struct! {
     /// The start-info page (see the [module docs](self) for the entry
     /// contract). Written by the hypervisor, read by the guest.
     #[derive(Clone, Copy, PartialEq, Eq)]
-    pub struct StartInfo(size = 3144, align = 8) {
+    pub struct StartInfo(size = 3144, align = 8, sized_by = size) {
         /// [`START_INFO_MAGIC`]. Fixed at offset 0 forever.
         pub magic: u64 => 0,
         /// The hypervisor's ABI version. Fixed at offset 8 forever.
@@ -598,7 +598,7 @@ mod tests {
         type Edit = fn(&mut StartInfo);
         let cases: [(Edit, &str); 16] = [
             (|s| s.magic = 0, "magic"),
-            (|s| s.version = AbiVersion::new(2, 0), "version"),
+            (|s| s.version = AbiVersion::new(ABI_MAJOR + 1, 0), "version"),
             (|s| s.nr_vcpus = 0, "vcpus"),
             (|s| s.nr_vnodes = 0, "vnodes"),
             (|s| s.nr_vnodes = MAX_VNODES + 1, "too many vnodes"),
@@ -624,9 +624,9 @@ mod tests {
             );
         }
         let mut s = sample();
-        s.version = AbiVersion::new(2, 0);
+        s.version = AbiVersion::new(ABI_MAJOR + 1, 0);
         assert_eq!(s.validate(), Err(Error::Unsupported));
-        s.version = AbiVersion::new(1, 9);
+        s.version = AbiVersion::new(ABI_MAJOR, 9);
         assert_eq!(s.validate(), Ok(()));
         s.magic = 1;
         assert_eq!(s.validate(), Err(Error::InvalidArgument));

@@ -3,10 +3,11 @@
 use core::fmt;
 
 /// Major version of the ABI this crate defines. Both sides refuse a
-/// different major.
-pub const ABI_MAJOR: u16 = 1;
-/// Minor version of the ABI this crate defines.
-pub const ABI_MINOR: u16 = 0;
+/// different major. (2 with the test-only `abi-major-2` feature.)
+pub const ABI_MAJOR: u16 = if cfg!(feature = "abi-major-2") { 2 } else { 1 };
+/// Minor version of the ABI this crate defines: 1 (0 with the `abi-1-0`
+/// feature, which builds the crate as the first release).
+pub const ABI_MINOR: u16 = if cfg!(feature = "abi-1-0") { 0 } else { 1 };
 
 abi_struct! {
     /// An ABI version. Ordered by major, then minor.
@@ -24,6 +25,9 @@ impl AbiVersion {
     pub const CURRENT: AbiVersion = AbiVersion::new(ABI_MAJOR, ABI_MINOR);
     /// The first released version.
     pub const V1_0: AbiVersion = AbiVersion::new(1, 0);
+    /// The second: adds [`Features::VNODE_MEM`](crate::Features) and
+    /// `VnumaTopologyInfo::vnode_mem`.
+    pub const V1_1: AbiVersion = AbiVersion::new(1, 1);
 
     /// A version.
     pub const fn new(major: u16, minor: u16) -> Self {
@@ -86,7 +90,11 @@ mod tests {
 
     #[test]
     fn encoding_round_trips() {
-        assert_eq!(AbiVersion::CURRENT.encode(), 0x0001_0000);
+        assert_eq!(
+            AbiVersion::CURRENT.encode(),
+            (u64::from(ABI_MAJOR) << 16) | u64::from(ABI_MINOR)
+        );
+        assert_eq!(AbiVersion::V1_1.encode(), 0x0001_0001);
         for v in [
             AbiVersion::new(0, 0),
             AbiVersion::new(1, 0),

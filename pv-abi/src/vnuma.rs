@@ -10,9 +10,23 @@
 //! - `vmemrange`: `nr_vmemranges` [`VmemRange`]s, sorted by `start`, not
 //!   overlapping; a memoryless vnode has none, a vnode may have several.
 //!
+//! - `vnode_mem` (ABI 1.1, [`Features::VNODE_MEM`](crate::Features::VNODE_MEM)):
+//!   `nr_vnodes` [`VnodeMemInfo`]s, or [`Gpa::NULL`] for none.
+//!
 //! If any capacity is too small the hypervisor writes the needed counts back
 //! and returns [`Error::BufferTooSmall`]; on success it writes the actual
-//! counts. `u32` arrays must be 4-byte aligned, `vmemrange` 8-byte aligned.
+//! counts. `u32` arrays must be 4-byte aligned, `vmemrange` and `vnode_mem`
+//! 8-byte aligned.
+//!
+//! # ABI 1.1: `vnode_mem`, a field appended compatibly
+//!
+//! ABI 1.1 appended `vnode_mem` to [`VnumaTopologyInfo`] (48 bytes in 1.0,
+//! 56 in 1.1), which works because the structure carries its own size: a
+//! 1.1 guest passes `size` = 56; a 1.0 hypervisor handles the 48 bytes it
+//! knows, writes `size` = 48 back and never touches the `vnode_mem` buffer,
+//! so the guest sees the field was not handled (and the feature bit was
+//! clear to begin with). A 1.0 guest passes 48; a 1.1 hypervisor reads the
+//! missing field as [`Gpa::NULL`] and answers exactly as 1.0 did.
 
 use core::mem::size_of;
 
@@ -20,6 +34,7 @@ use crate::addr::Gpa;
 use crate::error::Error;
 use crate::node::distance_entries;
 use crate::query::{check_capacity, Query};
+use crate::version::{AbiVersion, ABI_MAJOR, ABI_MINOR};
 
 /// Most vnodes a domain has; a guest may size static tables with it.
 pub const MAX_VNODES: u32 = 64;
@@ -62,9 +77,34 @@ impl VmemRange {
 }
 
 abi_struct! {
-    /// `GET_VNUMA`'s in/out structure (`xen_vnuma_topology_info`).
+    /// Memory of one vnode and of the physical node behind it: one entry per
+    /// vnode of `GET_VNUMA`'s `vnode_mem` buffer (ABI 1.1,
+    /// [`Features::VNODE_MEM`](crate::Features::VNODE_MEM)).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+    pub struct VnodeMemInfo(size = 24, align = 8) {
+        /// The physical node the vnode is placed on (its memory comes from
+        /// there, and its vCPUs are meant to run there).
+        pub pnode: u32 => 0,
+        /// None defined; the guest ignores unknown bits.
+        pub flags: u32 => 4,
+        /// Pages of the domain's memory on this vnode (0 for a memoryless
+        /// vnode).
+        pub size_pages: u64 => 8,
+        /// Pages free in the hypervisor's heap on `pnode` at the time of the
+        /// call: how much more memory this vnode's node could supply.
+        pub free_pages: u64 => 16,
+    }
+}
+
+abi_struct! {
+    /// `GET_VNUMA`'s in/out structure (`xen_vnuma_topology_info`): 48 bytes
+    /// in ABI 1.0, 56 from 1.1 on (`vnode_mem` appended).
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub struct VnumaTopologyInfo(size = 48, align = 8) {
+    pub struct VnumaTopologyInfo(
+        size = if cfg!(feature = "abi-1-0") { 48 } else { 56 },
+        align = 8,
+        sized_by = size
+    ) {
         /// In: `size_of` the caller knows. Out: bytes the hypervisor handled.
         pub size: u32 => 0,
         /// Must be 0.
@@ -83,6 +123,12 @@ abi_struct! {
         pub vcpu_to_vnode: Gpa => 32,
         /// Buffer of `nr_vmemranges` [`VmemRange`]s.
         pub vmemrange: Gpa => 40,
+        /// ABI 1.1: buffer of `nr_vnodes` [`VnodeMemInfo`]s, or
+        /// [`Gpa::NULL`] for none. Filled only by a hypervisor that offers
+        /// [`Features::VNODE_MEM`](crate::Features::VNODE_MEM); see the
+        /// [module docs](self) for how 1.0 and 1.1 builds meet.
+        #[cfg(not(feature = "abi-1-0"))]
+        pub vnode_mem: Gpa => 48,
     }
 }
 
@@ -123,7 +169,22 @@ impl VnumaTopologyInfo {
             vdistance,
             vcpu_to_vnode,
             vmemrange,
+            #[cfg(not(feature = "abi-1-0"))]
+            vnode_mem: Gpa::NULL,
         }
+    }
+
+    /// The bytes of this structure a hypervisor of ABI `version` handles
+    /// (and writes back as `size`): 48 in 1.0, 56 in 1.1. `None` for a
+    /// version this crate does not know (a newer minor, another major).
+    pub const fn size_in(version: AbiVersion) -> Option<u32> {
+        if version.major != ABI_MAJOR || version.minor > ABI_MINOR {
+            return None;
+        }
+        Some(match version.minor {
+            0 => <Self as Query>::SIZE_V1_0,
+            _ => size_of::<Self>() as u32,
+        })
     }
 
     /// A request with no buffers: it returns [`Error::BufferTooSmall`] with
@@ -197,7 +258,28 @@ mod tests {
     fn layouts() {
         assert_eq!(size_of::<VmemRange>(), 24);
         assert_eq!(offset_of!(VmemRange, nid), 20);
+        #[cfg(feature = "abi-1-0")]
         assert_eq!(size_of::<VnumaTopologyInfo>(), 48);
+        #[cfg(not(feature = "abi-1-0"))]
+        {
+            assert_eq!(size_of::<VnumaTopologyInfo>(), 56);
+            assert_eq!(offset_of!(VnumaTopologyInfo, vnode_mem), 48);
+            assert_eq!(size_of::<VnodeMemInfo>(), 24);
+            assert_eq!(offset_of!(VnodeMemInfo, free_pages), 16);
+        }
+        assert_eq!(
+            VnumaTopologyInfo::size_in(AbiVersion::new(ABI_MAJOR, 0)),
+            Some(48)
+        );
+        assert_eq!(
+            VnumaTopologyInfo::size_in(AbiVersion::CURRENT),
+            Some(size_of::<VnumaTopologyInfo>() as u32)
+        );
+        assert_eq!(
+            VnumaTopologyInfo::size_in(AbiVersion::new(ABI_MAJOR, 99)),
+            None
+        );
+        assert_eq!(VnumaTopologyInfo::size_in(AbiVersion::new(9, 0)), None);
         assert_eq!(offset_of!(VnumaTopologyInfo, nr_vnodes), 8);
         assert_eq!(offset_of!(VnumaTopologyInfo, vdistance), 24);
         assert_eq!(offset_of!(VnumaTopologyInfo, vmemrange), 40);
@@ -248,7 +330,10 @@ mod tests {
             Gpa(0x3000),
         );
         let bytes = info.as_bytes();
-        assert_eq!(&bytes[0..4], &48u32.to_le_bytes());
+        assert_eq!(
+            &bytes[0..4],
+            &(size_of::<VnumaTopologyInfo>() as u32).to_le_bytes()
+        );
         assert_eq!(&bytes[8..12], &2u32.to_le_bytes());
         assert_eq!(&bytes[40..48], &0x3000u64.to_le_bytes());
         assert_eq!(VnumaTopologyInfo::read_from(bytes), Some(info));
@@ -267,11 +352,37 @@ mod tests {
             Err(Error::InvalidArgument)
         );
         assert_eq!(accept_size::<VnumaTopologyInfo>(48), Ok(48));
+        let ours = size_of::<VnumaTopologyInfo>() as u32;
         // A newer guest's longer structure: only the known part is handled.
-        assert_eq!(accept_size::<VnumaTopologyInfo>(64), Ok(48));
+        assert_eq!(accept_size::<VnumaTopologyInfo>(ours + 16), Ok(ours));
         // An older, shorter writer: the missing tail reads as zero.
         let info = VnumaTopologyInfo::read_zero_extended(&[48, 0, 0, 0, 0, 0, 0, 0, 3]);
         assert_eq!(info.nr_vnodes, 3);
         assert_eq!(info.vmemrange, Gpa::NULL);
+    }
+
+    /// How 1.0 and 1.1 meet (the module docs): a 1.0 caller's 48 bytes read
+    /// by a 1.1 side leave `vnode_mem` null; a 1.1 caller's 56 bytes are cut
+    /// to 48 by a side that knows 1.0's size.
+    #[cfg(not(feature = "abi-1-0"))]
+    #[test]
+    fn vnode_mem_between_versions() {
+        let mut v11 = VnumaTopologyInfo::probe();
+        v11.vnode_mem = Gpa(0x8000);
+        assert_eq!(v11.size, 56);
+        let old_caller = &v11.as_bytes()[..48];
+        let read = VnumaTopologyInfo::read_zero_extended(old_caller);
+        assert_eq!(read.vnode_mem, Gpa::NULL);
+        assert_eq!(read.vmemrange, v11.vmemrange);
+        // A 1.0 hypervisor accepts min(56, 48) = 48 bytes.
+        assert_eq!(56u32.min(VnumaTopologyInfo::SIZE_V1_0), 48);
+        let m = VnodeMemInfo {
+            pnode: 3,
+            flags: 0,
+            size_pages: 16384,
+            free_pages: 1000,
+        };
+        assert_eq!(VnodeMemInfo::read_from(m.as_bytes()), Some(m));
+        assert_eq!(&m.as_bytes()[0..4], &3u32.to_le_bytes());
     }
 }

@@ -4,6 +4,7 @@
 //! The hypervisor prints the machine in the format of Xen's `xl info -n`
 //! (see the README, "What the hypervisor prints"); this crate parses it.
 
+pub mod abi;
 pub mod acpi;
 
 use std::path::PathBuf;
@@ -61,6 +62,12 @@ pub fn images() -> images::Images {
         hypervisor: t.hypervisor.clone(),
         guest: t.guest.clone(),
     }
+}
+
+/// The current images (what `cargo xtask test` built, or built here).
+pub fn current_images() -> (PathBuf, PathBuf) {
+    let t = tools();
+    (t.hypervisor.clone(), t.guest.clone())
 }
 
 /// Boots the hypervisor on `spec` with `extra_cmdline` appended.
@@ -122,9 +129,21 @@ fn run(
     modules: Vec<String>,
     timeout: Duration,
 ) -> RunResult {
+    run_kernel(&tools().hypervisor, machine_args, cmdline, modules, timeout)
+}
+
+/// Boots `kernel` (a hypervisor image) with these machine arguments,
+/// command line and boot modules.
+pub fn run_kernel(
+    kernel: &std::path::Path,
+    machine_args: Vec<String>,
+    cmdline: &str,
+    modules: Vec<String>,
+    timeout: Duration,
+) -> RunResult {
     let t = tools();
     let cfg = RunConfig {
-        kernel: t.hypervisor.clone(),
+        kernel: kernel.to_path_buf(),
         modules,
         cmdline: cmdline.trim().to_string(),
         machine_args,

@@ -1,6 +1,7 @@
 //! numavisor's host-side driver, as a library: the `tests` crate boots
 //! machines through the same code as `cargo xtask run`.
 
+pub mod abi;
 pub mod images;
 pub mod linux;
 pub mod machine;

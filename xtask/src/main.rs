@@ -3,6 +3,7 @@
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
+use xtask::abi;
 use xtask::images::{self, TARGET};
 use xtask::machine::{self, MachineSpec};
 use xtask::qemu::{self, RunConfig};
@@ -12,12 +13,21 @@ fn usage() -> String {
         "cargo xtask <command> [options]
 
 Commands:
-  build                 build the bare-metal images
+  build [--abi NAME]    build the bare-metal images (of ABI build NAME, into
+                        its own target directory; see below)
   run [options] [-- QEMU ARGS...]
                         boot the hypervisor in QEMU and stream its console;
                         exits 0 when everything passed
-  test                  format check, clippy, host tests of every crate and
-                        the QEMU integration tests (the CI entry point)
+  test                  format check, clippy, host tests of every crate,
+                        abi-check, and the QEMU integration tests including
+                        the ABI compatibility matrix (the CI entry point)
+  abi-check             compare the pv-abi types against every released ABI
+                        version recorded in pv-abi/abi/ and print each
+                        difference, compatible or breaking; fails on a
+                        breaking change to a released version
+  abi-record [--print]  record the current ABI version's description as
+                        pv-abi/abi/vMAJOR.MINOR.abi (a release); --print
+                        writes it to stdout instead
   help                  this text
 
 Options of `run`:
@@ -28,6 +38,9 @@ Options of `run`:
                         Without it one domain mirrors the machine
   --guest-cmdline \"..\"  command line of the mirror domain's guest
   --no-guest            boot the hypervisor alone (no guest module)
+  --abi NAME            boot a hypervisor and a guest built for ABI build NAME
+  --hypervisor-abi NAME, --guest-abi NAME
+                        the same for one kernel (pair any two builds)
   --timeout SECS        kill QEMU after SECS seconds (default 120)
   --gdb                 wait for a debugger on :1234 (no time-out)
   -- QEMU ARGS...       describe the machine with QEMU's own arguments
@@ -38,6 +51,13 @@ Presets:
     );
     for p in machine::presets() {
         s.push_str(&format!("  {:<12} {}\n", p.name, p.summary));
+    }
+    s.push_str("\nABI builds (pv-abi's versioning, README \"ABI versions\"):\n");
+    for b in images::ABI_BUILDS {
+        let dir = b
+            .dir
+            .map_or("target/".to_string(), |d| format!("target/{d}/"));
+        s.push_str(&format!("  {:<12} {}, in {dir}\n", b.name, b.summary));
     }
     s.push_str(
         "
@@ -58,6 +78,19 @@ struct RunArgs {
     append: String,
     timeout: Duration,
     gdb: bool,
+    hypervisor_abi: images::AbiBuild,
+    guest_abi: images::AbiBuild,
+}
+
+fn abi_arg(value: Option<&String>, option: &str) -> Result<images::AbiBuild, String> {
+    let name = value.ok_or_else(|| format!("{option} needs an ABI build name"))?;
+    images::abi_build(name).ok_or_else(|| {
+        let names: Vec<&str> = images::ABI_BUILDS.iter().map(|b| b.name).collect();
+        format!(
+            "{option}: no ABI build named '{name}' (known: {})",
+            names.join(", ")
+        )
+    })
 }
 
 fn parse_run(args: &[String]) -> Result<RunArgs, String> {
@@ -70,6 +103,8 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
         append: String::new(),
         timeout: xtask::DEFAULT_TIMEOUT,
         gdb: false,
+        hypervisor_abi: images::ABI_BUILDS[0],
+        guest_abi: images::ABI_BUILDS[0],
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -90,6 +125,13 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
                 out.timeout = Duration::from_secs(secs);
             }
             "--gdb" => out.gdb = true,
+            "--abi" => {
+                let b = abi_arg(it.next(), "--abi")?;
+                out.hypervisor_abi = b;
+                out.guest_abi = b;
+            }
+            "--hypervisor-abi" => out.hypervisor_abi = abi_arg(it.next(), "--hypervisor-abi")?,
+            "--guest-abi" => out.guest_abi = abi_arg(it.next(), "--guest-abi")?,
             "--domain" => {
                 let f = it.next().ok_or("--domain needs a file")?;
                 if !std::path::Path::new(f).is_file() {
@@ -114,7 +156,18 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
 fn cmd_run(args: &[String]) -> Result<i32, String> {
     let run = parse_run(args)?;
     let qemu = qemu::ensure_qemu()?;
-    let images = images::build(None)?;
+    let hypervisor_images = run.hypervisor_abi.build()?;
+    let guest_images = if run.guest_abi == run.hypervisor_abi {
+        hypervisor_images.clone()
+    } else {
+        run.guest_abi.build()?
+    };
+    if run.hypervisor_abi.name != "current" || run.guest_abi.name != "current" {
+        eprintln!(
+            "xtask: ABI builds: hypervisor '{}', guest '{}'",
+            run.hypervisor_abi.name, run.guest_abi.name
+        );
+    }
     let (machine_args, mut cmdline) = if run.qemu_args.is_empty() {
         let spec = run.machine.unwrap_or_else(default_machine);
         eprintln!("xtask: machine '{}': {}", spec.name, spec.summary);
@@ -132,14 +185,14 @@ fn cmd_run(args: &[String]) -> Result<i32, String> {
     let mut modules = Vec::new();
     if run.guest {
         modules.push(
-            format!("{} {}", images.guest.display(), run.guest_cmdline)
+            format!("{} {}", guest_images.guest.display(), run.guest_cmdline)
                 .trim_end()
                 .to_string(),
         );
         modules.extend(run.domains.iter().cloned());
     }
     let cfg = RunConfig {
-        kernel: images.hypervisor,
+        kernel: hypervisor_images.hypervisor,
         modules,
         cmdline,
         machine_args,
@@ -207,28 +260,151 @@ fn cmd_test() -> Result<i32, String> {
             "warnings",
         ]),
     )?;
-    let images = images::build(None)?;
+    // The kernels built for ABI 1.0 compile (and pass clippy) too.
+    let old_abi: Vec<String> = ["pv-abi", "hypervisor", "guest-os"]
+        .iter()
+        .map(|p| format!("{p}/abi-1-0"))
+        .collect();
     step(
-        "host tests and QEMU integration tests",
+        "clippy (host, ABI 1.0 builds)",
         cargo()
-            .args(["test", "--workspace"])
-            .env("NUMAVISOR_HYPERVISOR", &images.hypervisor)
-            .env("NUMAVISOR_GUEST", &images.guest)
-            .env("NUMAVISOR_QEMU", &qemu),
+            .args(["clippy", "--package", "pv-abi", "--package", "hypervisor"])
+            .args(["--package", "guest-os", "--all-targets", "--features"])
+            .arg(old_abi.join(","))
+            .args(["--", "-D", "warnings"]),
+    )?;
+    eprintln!("xtask: abi-check");
+    cmd_abi_check()?;
+    let images = images::build(None)?;
+    let mut tests = cargo();
+    tests
+        .args(["test", "--workspace"])
+        .env("NUMAVISOR_HYPERVISOR", &images.hypervisor)
+        .env("NUMAVISOR_GUEST", &images.guest)
+        .env("NUMAVISOR_QEMU", &qemu);
+    // The ABI matrix's other builds, each in its own target directory.
+    for b in images::ABI_BUILDS.iter().filter(|b| b.feature.is_some()) {
+        eprintln!("xtask: building the kernels of ABI build '{}'", b.name);
+        let i = b.build()?;
+        tests
+            .env(b.env_var("HYPERVISOR"), &i.hypervisor)
+            .env(b.env_var("GUEST"), &i.guest);
+    }
+    step(
+        "host tests and QEMU integration tests (with the ABI matrix)",
+        &mut tests,
     )?;
     eprintln!("xtask: all tests passed");
+    Ok(0)
+}
+
+fn cmd_build(args: &[String]) -> Result<i32, String> {
+    let build = match args {
+        [] => images::ABI_BUILDS[0],
+        [o, _] if o == "--abi" => abi_arg(args.get(1), "--abi")?,
+        _ => return Err("build takes no argument but --abi NAME".into()),
+    };
+    let i = build.build()?;
+    println!("{}", i.hypervisor.display());
+    println!("{}", i.guest.display());
+    Ok(0)
+}
+
+fn cmd_abi_check() -> Result<i32, String> {
+    let root = images::workspace_root();
+    let recorded = abi::recorded(&root)?;
+    let mut report = abi::check(&abi::current(), &recorded, &root);
+    if recorded.is_empty() {
+        report
+            .failures
+            .push("no released version is recorded: run `cargo xtask abi-record`".into());
+    }
+    abi::check_version_builds(&root, &recorded, &mut report);
+    for l in &report.lines {
+        println!("{l}");
+    }
+    if report.ok() {
+        println!("abi-check: ok: no breaking change to a released version");
+        Ok(0)
+    } else {
+        for f in &report.failures {
+            println!("abi-check: FAILED: {f}");
+        }
+        Err("abi-check failed".into())
+    }
+}
+
+fn cmd_abi_record(args: &[String]) -> Result<i32, String> {
+    let text = abi::current_text();
+    match args {
+        [] => {}
+        [p] if p == "--print" => {
+            print!("{text}");
+            return Ok(0);
+        }
+        _ => return Err("abi-record takes no argument but --print".into()),
+    }
+    let root = images::workspace_root();
+    let current = abi::current();
+    let recorded = abi::recorded(&root)?;
+    let others: Vec<abi::Recorded> = recorded
+        .iter()
+        .filter(|r| r.description.version != current.version)
+        .cloned()
+        .collect();
+    let report = abi::check(&current, &others, &root);
+    if !report.ok() {
+        for l in &report.lines {
+            println!("{l}");
+        }
+        return Err(format!(
+            "not recording ABI {}: {}",
+            current.version,
+            report.failures.join("; ")
+        ));
+    }
+    let path = abi::recorded_file(&root, current.version);
+    if let Some(same) = recorded
+        .iter()
+        .find(|r| r.description.version == current.version)
+    {
+        let diffs = abi::compare(&same.description, &current);
+        if diffs.is_empty() {
+            println!(
+                "abi-record: ABI {} is already recorded in {}",
+                current.version,
+                path.display()
+            );
+            return Ok(0);
+        }
+        for d in &diffs {
+            println!("  {d}");
+        }
+        return Err(format!(
+            "ABI {} is already recorded in {} and the types differ from it: a released version never changes; bump ABI_MINOR (or ABI_MAJOR for a breaking change)",
+            current.version,
+            path.display()
+        ));
+    }
+    std::fs::create_dir_all(abi::recorded_dir(&root))
+        .map_err(|e| format!("cannot create {}: {e}", abi::recorded_dir(&root).display()))?;
+    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!(
+        "abi-record: recorded ABI {} in {}",
+        current.version,
+        path.display()
+    );
     Ok(0)
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("build") => images::build(None).map(|i| {
-            println!("{}", i.hypervisor.display());
-            0
-        }),
+        Some("build") => cmd_build(&args[1..]),
         Some("run") => cmd_run(&args[1..]),
         Some("test") => cmd_test(),
+        Some("abi-check") => cmd_abi_check(),
+        Some("abi-record") => cmd_abi_record(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print!("{}", usage());
             Ok(0)

@@ -9,16 +9,21 @@
 //! 2. The start-info page is copied into the guest and validated
 //!    (`BAD_START_INFO` if it fails).
 //! 3. The heap goes on free guest memory ([`start_info::choose_heap`]).
-//! 4. `GET_VNUMA` (probe, then fetch), `PHYSINFO`, `DOMAIN_NODE_PAGES`.
+//! 4. `GET_VNUMA` (probe, then fetch), ABI 1.1's per-vnode memory
+//!    ([`vnode_mem`]; its fallback without `VNODE_MEM`), `PHYSINFO`,
+//!    `DOMAIN_NODE_PAGES`.
 //! 5. The virtual ACPI tables: SRAT, SLIT, MADT, cross-checked against
 //!    `GET_VNUMA`; every disagreement is printed.
-//! 6. The view: one line per node, then the distance matrix.
+//! 6. The view: one line per node, then the distance matrix; then the
+//!    memory manager built on it, printed ([`crate::mm::boot`]).
 //! 7. A failure mode from the command line, if one was asked for.
 //! 8. The KTAP suites; the status is `SUCCESS` if all passed,
 //!    `TOPOLOGY_MISMATCH` if the ACPI cross-check found disagreements,
 //!    `TESTS_FAILED` otherwise.
 
 pub mod start_info;
+#[cfg(not(feature = "abi-1-0"))]
+pub mod vnode_mem;
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -71,6 +76,8 @@ pub struct Guest {
     pub mismatches: Vec<String>,
     /// The node view the guest printed.
     pub view: Option<NodeView>,
+    /// The memory manager built on the view (`None` if it could not be).
+    pub mm: Option<crate::mm::Mm>,
 }
 
 impl Guest {
@@ -351,6 +358,14 @@ pub fn run(p: &'static dyn Platform, start_gpa: u64) -> ShutdownStatus {
         ),
         Some(Err(e)) => println!("guest: get_vnuma: {e}"),
     }
+    // ABI 1.1: per-vnode memory, or its fallback on a 1.0 hypervisor.
+    #[cfg(not(feature = "abi-1-0"))]
+    vnode_mem::report(
+        p,
+        features,
+        hv_version,
+        vnuma.as_ref().and_then(|r| r.as_ref().ok()),
+    );
     let physinfo = features
         .contains(Features::PHYSINFO)
         .then(|| hypercall::fetch_physinfo(p));
@@ -390,6 +405,9 @@ pub fn run(p: &'static dyn Platform, start_gpa: u64) -> ShutdownStatus {
         }
         None => println!("guest: NUMA: no topology (neither get_vnuma nor a SRAT)"),
     }
+    // The memory manager: nodes, zones, zonelists, numa_mem_id (printed).
+    let order = cmdline.numa_zonelist_order;
+    let mm = crate::mm::boot(&si, view.as_ref(), heap, order, &mut ConsoleOut);
 
     let guest = Guest {
         p,
@@ -408,6 +426,7 @@ pub fn run(p: &'static dyn Platform, start_gpa: u64) -> ShutdownStatus {
         acpi: tables,
         mismatches,
         view,
+        mm,
     };
 
     let mut survived = None;

@@ -9,6 +9,7 @@ use alloc::vec::Vec;
 use hypervisor::arch::x86_64::memory::{self as arch_memory, HeapTables};
 use hypervisor::arch::x86_64::{cpu, svm};
 use hypervisor::boot::multiboot::Module;
+use hypervisor::domain::abi;
 use hypervisor::domain::build::{self, Allocation, DomainEnd, DomainMemory, MachineMemory};
 use hypervisor::domain::config::{DomainConfig, MIRROR_NODE_MIB};
 use hypervisor::domain::elf::GuestImage;
@@ -24,6 +25,7 @@ use hypervisor::svm::vcpu::{EntryState, Vcpu, EFER_NXE};
 use hypervisor::{print, println};
 use pv_abi::cpuid::CpuidRegs;
 use pv_abi::exit::ExitCode;
+use pv_abi::AbiVersion;
 
 use super::svm_maps::intercept_maps;
 
@@ -72,8 +74,14 @@ fn module_name(m: &Module) -> &str {
     first.rsplit('/').next().unwrap_or(first)
 }
 
-/// Builds and runs every domain; returns the worst status.
-pub fn run_all(modules: &[Module], topology: &Topology, heap: &mut Heap) -> ExitCode {
+/// Builds and runs every domain; returns the worst status. With
+/// `ignore_abi_note`, guest images are run whatever ABI major they declare.
+pub fn run_all(
+    modules: &[Module],
+    topology: &Topology,
+    heap: &mut Heap,
+    ignore_abi_note: bool,
+) -> ExitCode {
     let images: Vec<&Module> = modules.iter().filter(|m| is_elf(module_bytes(m))).collect();
     let configs: Vec<&Module> = modules
         .iter()
@@ -118,7 +126,7 @@ pub fn run_all(modules: &[Module], topology: &Topology, heap: &mut Heap) -> Exit
                     .find(|m| module_name(m) == k.as_str() || m.string.contains(k.as_str()))
                     .ok_or_else(|| format!("no boot module named '{k}' for the kernel"))?,
             };
-            run_domain(id, &c, module_bytes(image), topology, heap)
+            run_domain(id, &c, module_bytes(image), topology, heap, ignore_abi_note)
         });
         match outcome {
             Ok(end) if end.is_success() => {}
@@ -202,6 +210,7 @@ fn run_domain(
     image_bytes: &[u8],
     topology: &Topology,
     heap: &mut Heap,
+    ignore_abi_note: bool,
 ) -> Result<DomainEnd, String> {
     let mut config = config.clone();
     config.check_against(topology)?;
@@ -216,6 +225,19 @@ fn run_domain(
         ));
     }
     let image = GuestImage::parse(image_bytes).map_err(|e| format!("guest image: {e}"))?;
+    let image_abi = abi::image_abi(&image, image_bytes).map_err(|e| format!("guest image: {e}"))?;
+    match abi::negotiate(image_abi, AbiVersion::CURRENT) {
+        Ok(using) => println!(
+            "numavisor: domain {id}: guest image speaks ABI {} ({}), the hypervisor {}: using ABI {using}",
+            image_abi.version(),
+            image_abi.source(),
+            AbiVersion::CURRENT
+        ),
+        Err(e) if ignore_abi_note => {
+            println!("numavisor: warning: domain {id}: {e}; running it anyway (abi-note=ignore)")
+        }
+        Err(e) => return Err(e),
+    }
     println!(
         "numavisor: domain {id} ({}): {} MiB, {} vcpus, {} vnodes, layout {}",
         config.name,

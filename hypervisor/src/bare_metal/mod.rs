@@ -107,6 +107,11 @@ extern "C" fn hypervisor_main(magic: u32, info: u32) -> ! {
         "numavisor: hypervisor {} starting",
         env!("CARGO_PKG_VERSION")
     );
+    println!(
+        "numavisor: ABI {}, features {}",
+        pv_abi::AbiVersion::CURRENT,
+        hypervisor::hypercall::FEATURES
+    );
     let boot = match multiboot::parse(&IdentityMap, magic, Maddr(info.into())) {
         Ok(b) => b,
         Err(e) => fatal(ExitCode::BadBoot, format_args!("{e}")),
@@ -167,7 +172,8 @@ extern "C" fn hypervisor_main(magic: u32, info: u32) -> ! {
             if selftest::svm_self_test(&mut heap) != ExitCode::Success {
                 status = ExitCode::Failure;
             }
-            let domains = domains::run_all(&boot.modules, &topology, &mut heap);
+            let domains =
+                domains::run_all(&boot.modules, &topology, &mut heap, options.ignore_abi_note);
             if domains != ExitCode::Success {
                 status = domains;
             }

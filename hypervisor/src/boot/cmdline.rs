@@ -4,6 +4,10 @@
 //! - `numa=off`: ignore the firmware's NUMA description; one node.
 //! - `numa=fake=N`: split memory into N nodes as Linux's NUMA emulation does.
 //! - `numa=on`: the default; use SRAT/SLIT.
+//! - `abi-note=check|ignore`: whether a guest image whose ELF note declares
+//!   another ABI major version is refused (`check`, the default) or run
+//!   anyway (`ignore`, a test aid: the guest then refuses the hypervisor
+//!   itself and shuts down with `ABI_MISMATCH`).
 //! - `crash=panic|fault|hang`: a test aid that proves the failure paths end
 //!   the run as documented (a panic report, a CPU exception report, the
 //!   host's time-out). Triggered once the machine has been printed.
@@ -20,6 +24,8 @@ pub struct CommandLine {
     pub numa_off: bool,
     pub numa_fake: Option<u32>,
     pub crash: Option<Crash>,
+    /// `abi-note=ignore`: run guest images whatever ABI major they declare.
+    pub ignore_abi_note: bool,
     /// Options that could not be used, each with the reason.
     pub warnings: Vec<String>,
 }
@@ -61,6 +67,12 @@ pub fn parse(cmdline: &str) -> CommandLine {
                     )),
                 }
             }
+            ("abi-note", Some("check")) => out.ignore_abi_note = false,
+            ("abi-note", Some("ignore")) => out.ignore_abi_note = true,
+            ("abi-note", v) => out.warnings.push(format!(
+                "abi-note={}: expected check or ignore; ignored",
+                v.unwrap_or("")
+            )),
             ("crash", Some("panic")) => out.crash = Some(Crash::Panic),
             ("crash", Some("fault")) => out.crash = Some(Crash::Fault),
             ("crash", Some("hang")) => out.crash = Some(Crash::Hang),
@@ -93,8 +105,11 @@ mod tests {
         assert!(c.numa_off);
         assert_eq!(c.numa_fake, None);
         assert_eq!(parse("crash=fault").crash, Some(Crash::Fault));
+        assert!(parse("abi-note=ignore").ignore_abi_note);
+        assert!(!parse("abi-note=ignore abi-note=check").ignore_abi_note);
         for bad in [
             "crash=maybe",
+            "abi-note=maybe",
             "crash",
             "numa=fake=0",
             "numa=fake=x",

@@ -194,6 +194,11 @@ pub fn vnuma_view(config: &DomainConfig, layout: &DomainLayout) -> VnumaView {
             .collect(),
         vcpu_to_vnode,
         ranges,
+        vnode_placement: layout
+            .vnodes
+            .iter()
+            .map(|v| (u32::from(v.pnode.0), v.pages))
+            .collect(),
     }
 }
 

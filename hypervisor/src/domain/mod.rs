@@ -6,6 +6,8 @@
 //!   vnodes and the machine memory the builder got for each, for every
 //!   [`LayoutKind`]; the P->node == M->node check; the start-info ranges.
 //! - [`elf`]: parsing and validation of the guest's ELF64 image.
+//! - [`abi`]: the ABI version the image declares in its ELF note, and the
+//!   refusal of another major.
 //!
 //! All three take untrusted input (a config file, an image, firmware-derived
 //! topology) and answer with an error message, never a panic.
@@ -14,6 +16,7 @@
 //! types the guest uses; machine ones have theirs in `mm::addr`. They never
 //! mix through a bare `u64`.
 
+pub mod abi;
 pub mod build;
 pub mod config;
 pub mod elf;

@@ -46,6 +46,9 @@ pub struct VnumaView {
     pub vcpu_to_vnode: Vec<u32>,
     /// Sorted by start.
     pub ranges: Vec<VmemRange>,
+    /// Per vnode: the physical node it is placed on and its pages (what
+    /// ABI 1.1's `vnode_mem` reports, with the free pages of that node).
+    pub vnode_placement: Vec<(u32, u64)>,
 }
 
 /// The machine, as PHYSINFO reports it.
@@ -72,11 +75,16 @@ pub trait HypercallEnv {
     fn console(&mut self, bytes: &[u8]);
 }
 
-/// What the hypervisor offers in this build.
-pub const FEATURES: Features = Features::VNUMA
-    .union(Features::PHYSINFO)
-    .union(Features::DOMAIN_NODE_PAGES)
-    .union(Features::VIRTUAL_ACPI);
+/// What the hypervisor offers in this build (ABI 1.1 adds `VNODE_MEM`).
+pub const FEATURES: Features = {
+    let f = Features::VNUMA
+        .union(Features::PHYSINFO)
+        .union(Features::DOMAIN_NODE_PAGES)
+        .union(Features::VIRTUAL_ACPI);
+    #[cfg(not(feature = "abi-1-0"))]
+    let f = f.union(Features::VNODE_MEM);
+    f
+};
 
 /// What the vCPU does after a hypercall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -70,13 +70,40 @@ pub fn get_vnuma(env: &mut dyn HypercallEnv, at: Gpa) -> Result<u64, Error> {
         (info.vdistance, info.vcpu_to_vnode, info.vmemrange);
     let fits = info.reply(actual);
     if fits.is_ok() {
+        #[cfg(not(feature = "abi-1-0"))]
+        let vnode_mem = vnode_mem(env, &v);
         let mem = env.memory();
         write_array(mem, vdistance, &v.distances)?;
         write_array(mem, vcpu_to_vnode, &v.vcpu_to_vnode)?;
         write_array(mem, vmemrange, &v.ranges)?;
+        // ABI 1.1: a caller that passed fewer bytes (a 1.0 guest) reads
+        // `vnode_mem` as null here, and gets 1.0's answer.
+        #[cfg(not(feature = "abi-1-0"))]
+        if !info.vnode_mem.is_null() {
+            write_array(mem, info.vnode_mem, &vnode_mem)?;
+        }
     }
     write_query(env.memory(), at, &mut info, accepted)?;
     fits.map(|()| 0)
+}
+
+/// ABI 1.1's `vnode_mem` entries: each vnode's physical node and pages, and
+/// the pages free on that node now.
+#[cfg(not(feature = "abi-1-0"))]
+fn vnode_mem(env: &dyn HypercallEnv, v: &super::VnumaView) -> Vec<pv_abi::VnodeMemInfo> {
+    let machine = env.machine();
+    v.vnode_placement
+        .iter()
+        .map(|&(pnode, size_pages)| pv_abi::VnodeMemInfo {
+            pnode,
+            flags: 0,
+            size_pages,
+            free_pages: machine
+                .node_mem
+                .get(pnode as usize)
+                .map_or(0, |&(_, free)| free),
+        })
+        .collect()
 }
 
 pub fn physinfo(env: &mut dyn HypercallEnv, at: Gpa) -> Result<u64, Error> {
@@ -182,6 +209,59 @@ mod tests {
             Err(Error::BufferTooSmall)
         );
         assert_eq!(env.get::<[u8; 48]>(Gpa(0x4000)), [0u8; 48]);
+    }
+
+    /// ABI 1.1: `vnode_mem` is filled when asked for; a 1.0 caller's
+    /// 48-byte structure gets exactly 1.0's answer.
+    #[cfg(not(feature = "abi-1-0"))]
+    #[test]
+    fn vnode_mem_and_older_callers() {
+        use pv_abi::{Features, VnodeMemInfo};
+        assert!(super::super::FEATURES.contains(Features::VNODE_MEM));
+        let mut env = TestEnv::two_vnodes();
+        let at = Gpa(0x1000);
+        let caps = VnumaCounts {
+            nr_vnodes: 2,
+            nr_vcpus: 3,
+            nr_vmemranges: 2,
+        };
+        let mut req = VnumaTopologyInfo::new(caps, Gpa(0x2000), Gpa(0x3000), Gpa(0x4000));
+        req.vnode_mem = Gpa(0x5000);
+        env.put(at, &req);
+        assert_eq!(call(&mut env, Hypercall::GetVnuma, at.0), Ok(0));
+        let back: VnumaTopologyInfo = env.get(at);
+        assert_eq!(back.size, 56);
+        let m: [VnodeMemInfo; 2] = env.get(Gpa(0x5000));
+        assert_eq!(
+            m[1],
+            VnodeMemInfo {
+                pnode: 1,
+                flags: 0,
+                size_pages: 8192,
+                free_pages: 400
+            }
+        );
+        assert_eq!(m[0].free_pages, 500);
+
+        // A 1.0 guest: size 48, and whatever lies past its structure is
+        // neither read as vnode_mem nor written.
+        env.put(Gpa(0x5000), &[0u8; 48]);
+        let mut old = req;
+        old.size = 48;
+        env.put(at, &old);
+        assert_eq!(call(&mut env, Hypercall::GetVnuma, at.0), Ok(0));
+        let back: VnumaTopologyInfo = env.get(at);
+        assert_eq!(back.size, 48);
+        assert_eq!(back.vnode_mem, Gpa(0x5000), "bytes past 48 untouched");
+        assert_eq!(env.get::<[u8; 48]>(Gpa(0x5000)), [0u8; 48]);
+
+        // Misaligned vnode_mem buffer.
+        req.vnode_mem = Gpa(0x5004);
+        env.put(at, &req);
+        assert_eq!(
+            call(&mut env, Hypercall::GetVnuma, at.0),
+            Err(Error::InvalidArgument)
+        );
     }
 
     #[test]

@@ -55,6 +55,7 @@ impl TestEnv {
                     VmemRange::new(Gpa(0), Gpa(0x200_0000), 0),
                     VmemRange::new(Gpa(0x200_0000), Gpa(0x400_0000), 1),
                 ],
+                vnode_placement: vec![(0, 8192), (1, 8192)],
             },
             console: Vec::new(),
         }

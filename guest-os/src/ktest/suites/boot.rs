@@ -126,23 +126,30 @@ fn cpuid_leaves(g: &Guest) -> TestResult {
     problems(bad)
 }
 
-/// Every ABI 1.0 feature is offered, bit 63 is clear, and a 1.0 hypervisor
-/// sets no bit 1.0 does not define and answers 0 for other words.
+/// Every feature the hypervisor's ABI version defines (as far as this guest
+/// knows them) is offered, bit 63 is clear, and a hypervisor of a version
+/// this guest knows sets no bit that version does not define and answers 0
+/// for other words. (A 1.1 guest on a 1.0 hypervisor expects 1.0's bits and
+/// takes its fallback for the rest.)
 fn features_present(g: &Guest) -> TestResult {
     let mut bad = Vec::new();
     if g.features.intersects(Features::RESERVED) {
         bad.push(format!("bit 63 is set in {:#x}", g.features.bits()));
     }
-    let missing = Features::KNOWN.difference(g.features);
+    let defined = Features::defined_in(g.hv_version);
+    let missing = defined.difference(g.features);
     if !missing.is_empty() {
-        bad.push(format!("not offered: {missing} (fallback paths used)"));
+        bad.push(format!(
+            "ABI {} defines {missing} but it is not offered (fallback paths used)",
+            g.hv_version
+        ));
     }
-    if g.hv_version.minor == 0 {
-        let unknown = g.features.unknown();
+    if g.hv_version <= AbiVersion::CURRENT {
+        let unknown = g.features.difference(defined);
         if !unknown.is_empty() {
             bad.push(format!(
-                "an ABI {}.0 hypervisor offers bits ABI 1.0 does not define: {unknown}",
-                g.hv_version.major
+                "an ABI {} hypervisor offers bits that version does not define: {unknown}",
+                g.hv_version
             ));
         }
         match hypercall::features_word(g.p, 1) {

@@ -367,7 +367,8 @@ fn bad_query_fields(g: &Guest) -> TestResult {
 }
 
 fn feature_words(g: &Guest) -> TestResult {
-    if g.hv_version.minor != 0 {
+    // Every version this guest knows (1.0, 1.1) defines word 0 only.
+    if g.hv_version > pv_abi::AbiVersion::CURRENT {
         skip!("ABI {} may define feature words past 0", g.hv_version);
     }
     let mut c = Checker::new(g);

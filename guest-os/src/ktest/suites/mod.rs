@@ -1,11 +1,18 @@
 //! The registry of KTAP suites: every suite the guest runs is listed here,
 //! in the order it runs.
 
+pub mod accounting;
 pub mod acpi;
 pub mod boot;
+pub mod buddy;
 pub mod hypercall_abi;
 pub mod memory;
+pub mod memoryless;
+pub mod mm_util;
+pub mod thisnode;
 pub mod vnuma;
+pub mod zonelists;
+pub mod zones;
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -15,13 +22,20 @@ use crate::boot::Guest;
 use crate::cmdline::Cmdline;
 use crate::platform::FailMode;
 
-/// Every suite, in run order.
-pub static ALL: [&Suite<Guest>; 5] = [
+/// Every suite, in run order. The memory-manager suites come last, and
+/// `accounting` last of them: it checks that every page came back.
+pub static ALL: [&Suite<Guest>; 11] = [
     &boot::SUITE,
     &vnuma::SUITE,
     &acpi::SUITE,
     &hypercall_abi::SUITE,
     &memory::SUITE,
+    &zones::SUITE,
+    &zonelists::SUITE,
+    &buddy::SUITE,
+    &memoryless::SUITE,
+    &thisnode::SUITE,
+    &accounting::SUITE,
 ];
 
 /// The garbage-hypercall suite, run last with `fail=hypercall`.
@@ -65,7 +79,19 @@ mod tests {
         };
         assert_eq!(
             names("").0,
-            vec!["boot", "vnuma", "acpi", "hypercall_abi", "memory"]
+            vec![
+                "boot",
+                "vnuma",
+                "acpi",
+                "hypercall_abi",
+                "memory",
+                "zones",
+                "zonelists",
+                "buddy",
+                "memoryless",
+                "thisnode",
+                "accounting"
+            ]
         );
         assert_eq!(
             names("ktest=memory,boot,nope fail=hypercall"),

@@ -1,13 +1,15 @@
 //! Suite `vnuma`: the `GET_VNUMA` query protocol (zero buffers, exact
 //! buffers, one short, larger ones, a longer structure) and the topology's
-//! self-consistency; `PHYSINFO`'s consistency.
+//! self-consistency; `PHYSINFO`'s consistency; ABI 1.1's `vnode_mem` (or
+//! the way a 1.0 hypervisor ignores it).
 
 use alloc::format;
 use alloc::vec::Vec;
 use core::mem::size_of;
+use core::ops::RangeInclusive;
 
 use pv_abi::vnuma::VnumaCounts;
-use pv_abi::{Error, Features, Query, VnumaTopologyInfo};
+use pv_abi::{Error, Features, VnumaTopologyInfo};
 
 use crate::boot::Guest;
 use crate::hypercall::{self, gpa_of, VnumaBuffers};
@@ -58,6 +60,11 @@ pub static SUITE: Suite<Guest> = Suite {
             name: "physinfo_consistent",
             run: physinfo_consistent,
         },
+        #[cfg(not(feature = "abi-1-0"))]
+        Test {
+            name: "vnode_mem",
+            run: vnode_mem,
+        },
     ],
 };
 
@@ -105,8 +112,12 @@ fn probe_reports_counts(g: &Guest) -> TestResult {
     if has_memory && c.nr_vmemranges == 0 {
         bad.push("no memory ranges counted".into());
     }
-    if info.size != VnumaTopologyInfo::SIZE_V1_0 {
-        bad.push(format!("size written back as {}, expected 48", info.size));
+    let expected = handled_sizes(g, size_of::<VnumaTopologyInfo>() as u32);
+    if !expected.contains(&info.size) {
+        bad.push(format!(
+            "size written back as {}, expected {expected:?} from an ABI {} hypervisor",
+            info.size, g.hv_version
+        ));
     }
     if info.flags != 0 || info.reserved != 0 {
         bad.push(format!(
@@ -204,8 +215,22 @@ fn larger_buffers_succeed(g: &Guest) -> TestResult {
     Ok(())
 }
 
-/// A newer guest's longer structure (size 64): accepted, only 1.0's 48
-/// bytes handled and written back (`size` = 48), the tail untouched.
+/// The `size` a hypervisor may write back for a `VnumaTopologyInfo` of
+/// `caller` bytes: the smaller of that and its ABI version's size (48 from
+/// 1.0, 56 from 1.1). A hypervisor newer than this guest may know a longer
+/// structure: anything from ours up to the caller's.
+fn handled_sizes(g: &Guest, caller: u32) -> RangeInclusive<u32> {
+    match VnumaTopologyInfo::size_in(g.hv_version) {
+        Some(hv) => hv.min(caller)..=hv.min(caller),
+        None => (size_of::<VnumaTopologyInfo>() as u32).min(caller)..=caller,
+    }
+}
+
+/// A newer guest's longer structure (ours plus 16 bytes): accepted, only
+/// the hypervisor's version's bytes handled and written back (`size` = 48
+/// from 1.0, 56 from 1.1), the tail zero. (The tail is zero going in, so a
+/// newer hypervisor that knows more of it reads null buffers and writes
+/// zeros back.)
 fn longer_structure_accepted(g: &Guest) -> TestResult {
     let v = topology(g)?;
     #[repr(C)]
@@ -225,15 +250,56 @@ fn longer_structure_accepted(g: &Guest) -> TestResult {
     let longer = core::hint::black_box(longer);
     ensure!(
         r == Ok(0),
-        "a 64-byte structure answered {r:?}, expected Ok(0)"
+        "a {}-byte structure answered {r:?}, expected Ok(0)",
+        size_of::<Longer>()
+    );
+    let expected = handled_sizes(g, size_of::<Longer>() as u32);
+    ensure!(
+        expected.contains(&longer.info.size),
+        "size written back as {}, expected {expected:?} from an ABI {} hypervisor",
+        longer.info.size,
+        g.hv_version
     );
     ensure!(
-        longer.info.size == VnumaTopologyInfo::SIZE_V1_0,
-        "size written back as {}, expected 48",
-        longer.info.size
+        longer.tail == [0, 0],
+        "the zero tail past the structure came back non-zero"
     );
-    ensure!(longer.tail == [0, 0], "bytes past 48 were written");
     Ok(())
+}
+
+/// ABI 1.1's `vnode_mem`, asked for whatever the features say. With
+/// `VNODE_MEM`: handled (`size` 56), one entry per vnode, consistent with
+/// the memory ranges, `PHYSINFO` and `DOMAIN_NODE_PAGES`. Without it (a 1.0
+/// hypervisor): the buffer is untouched, and a 1.0 hypervisor ignores the
+/// appended field as the ABI promises (`size` 48 written back): the guest
+/// takes its fallback.
+#[cfg(not(feature = "abi-1-0"))]
+fn vnode_mem(g: &Guest) -> TestResult {
+    use crate::boot::vnode_mem::{check, counts};
+    use crate::hypercall::VNODE_MEM_UNTOUCHED;
+    let v = topology(g)?;
+    let m = hypercall::fetch_vnode_mem(g.p, counts(v)).map_err(|e| format!("{e}"))?;
+    if !g.features.contains(Features::VNODE_MEM) {
+        let expected = handled_sizes(g, size_of::<VnumaTopologyInfo>() as u32);
+        ensure!(
+            expected.contains(&m.size),
+            "without VNODE_MEM, size {} written back, expected {expected:?}",
+            m.size
+        );
+        ensure!(
+            m.entries.iter().all(|e| *e == VNODE_MEM_UNTOUCHED),
+            "without VNODE_MEM, the vnode_mem buffer was written"
+        );
+        return Ok(());
+    }
+    ensure!(
+        m.handled(),
+        "VNODE_MEM offered but size {} written back",
+        m.size
+    );
+    let physinfo = g.physinfo.as_ref().and_then(|r| r.as_ref().ok());
+    let pages = g.node_pages.as_ref().and_then(|r| r.as_ref().ok());
+    problems(check(&m.entries, v, physinfo, pages.map(|p| &p[..])))
 }
 
 /// 10 on the diagonal, more than 10 elsewhere. (Symmetry is not required:
