@@ -28,6 +28,14 @@ Commands:
   abi-record [--print]  record the current ABI version's description as
                         pv-abi/abi/vMAJOR.MINOR.abi (a release); --print
                         writes it to stdout instead
+  compare-linux [--topology NAME | -- QEMU ARGS...]
+                        boot Debian's Linux kernel and numavisor on the same
+                        machine and print side by side each node's zonelist
+                        fallback order and each CPU's local allocation node;
+                        fails on any difference (default: every preset that
+                        the test suite compares)
+  bench                 host benchmarks, each beside a reference measured in
+                        the same run (figures, not assertions)
   help                  this text
 
 Options of `run`:
@@ -397,6 +405,66 @@ fn cmd_abi_record(args: &[String]) -> Result<i32, String> {
     Ok(0)
 }
 
+/// The machines `compare-linux` checks by default (the test suite's set).
+const COMPARE_PRESETS: [&str; 4] = ["default", "memory-first", "ring8", "asymmetric"];
+
+fn cmd_compare_linux(args: &[String]) -> Result<i32, String> {
+    let mut machines: Vec<(String, Vec<String>, String)> = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--topology" | "-t" => {
+                let name = it.next().ok_or("--topology needs a name")?;
+                let spec = machine::preset(name)
+                    .ok_or_else(|| format!("no preset named '{name}' (see `cargo xtask help`)"))?;
+                machines.push((
+                    spec.name.to_string(),
+                    spec.qemu_args(),
+                    spec.cmdline.to_string(),
+                ));
+            }
+            "--" => {
+                machines.push((
+                    "QEMU arguments".into(),
+                    it.by_ref().cloned().collect(),
+                    String::new(),
+                ));
+            }
+            other => return Err(format!("unknown option '{other}' (see `cargo xtask help`)")),
+        }
+    }
+    if machines.is_empty() {
+        for name in COMPARE_PRESETS {
+            let spec = machine::preset(name).ok_or_else(|| format!("no preset {name}"))?;
+            machines.push((name.to_string(), spec.qemu_args(), spec.cmdline.to_string()));
+        }
+    }
+    let oracle = xtask::linux::Oracle::prepare(images::build(None)?)?;
+    let mut all_same = true;
+    for (name, args, cmdline) in machines {
+        let (table, same) = oracle.compare(&args, &cmdline, false)?;
+        println!(
+            "machine '{name}': {}",
+            if same {
+                "Linux and numavisor agree"
+            } else {
+                "DIFFERENT"
+            }
+        );
+        print!("{table}");
+        all_same &= same;
+    }
+    Ok(if all_same { 0 } else { 1 })
+}
+
+fn cmd_bench() -> Result<i32, String> {
+    step(
+        "host benchmarks (release build)",
+        cargo().args(["run", "--release", "--quiet", "--package", "bench"]),
+    )?;
+    Ok(0)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
@@ -405,6 +473,8 @@ fn main() -> ExitCode {
         Some("test") => cmd_test(),
         Some("abi-check") => cmd_abi_check(),
         Some("abi-record") => cmd_abi_record(&args[1..]),
+        Some("compare-linux") => cmd_compare_linux(&args[1..]),
+        Some("bench") => cmd_bench(),
         Some("help" | "--help" | "-h") | None => {
             print!("{}", usage());
             Ok(0)
