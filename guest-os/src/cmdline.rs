@@ -10,6 +10,10 @@
 //! | `fail=halt` | `cli; hlt`: a vCPU that can never wake up |
 //! | `ktest=a,b` | run only these KTAP suites |
 //! | `numa_zonelist_order=node\|zone\|default` | fallback lists in node order (the default), Linux 4.13's zone order, or the pre-4.14 heuristic; as Linux, the first letter decides, either case |
+//! | `swiotlb=[N][,A][,force\|noforce]` | the bounce pool: `N` 2 KiB slots (default 512, 1 MiB), `A` areas; `force` bounces every DMA mapping, `noforce` none (Linux's syntax; `crate::dma::setup`) |
+//! | `dma=direct` | never bounce: a mapping a device cannot reach is refused (to show what goes wrong without bounce buffers) |
+//! | `edu.dma_bits=N` | the edu device's DMA mask width, as QEMU's `-device edu,dma_mask=` (default 28) |
+//! | `numa=fake=N` | NUMA emulation: N fake nodes instead of the node view, as Linux's `split_nodes_interleave` (`crate::numa::fake`); Linux's size (`M`/`G`) and uniform (`U`) forms are not supported |
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -27,6 +31,10 @@ pub struct Cmdline {
     pub ktest: Option<Vec<String>>,
     /// `numa_zonelist_order=`.
     pub numa_zonelist_order: Option<OrderChoice>,
+    /// `numa=fake=N`.
+    pub numa_fake: Option<u32>,
+    /// `swiotlb=`, `dma=`, `edu.dma_bits=`.
+    pub dma: crate::dma::setup::DmaOptions,
     /// What was not understood.
     pub warnings: Vec<String>,
 }
@@ -76,7 +84,27 @@ pub fn parse(cmdline: &str) -> Cmdline {
                     "numa_zonelist_order={v}: not node, zone or default; ignored"
                 )),
             },
-            ("fail" | "ktest" | "numa_zonelist_order", None) => c
+            ("numa", Some(v)) => match v.strip_prefix("fake=").map(str::parse::<u32>) {
+                Some(Ok(n)) => c.numa_fake = Some(n),
+                _ => c.warnings.push(format!(
+                    "numa={v}: only numa=fake=N (a node count) is supported; ignored"
+                )),
+            },
+            ("swiotlb" | "dma" | "edu.dma_bits", Some(v)) => {
+                if let Err(w) = crate::dma::setup::parse_option(key, v, &mut c.dma) {
+                    c.warnings.push(w);
+                }
+            }
+            (
+                "fail"
+                | "ktest"
+                | "numa_zonelist_order"
+                | "numa"
+                | "swiotlb"
+                | "dma"
+                | "edu.dma_bits",
+                None,
+            ) => c
                 .warnings
                 .push(format!("option '{key}' needs a value ({key}=...); ignored")),
             _ => c.warnings.push(format!("unknown option '{word}' ignored")),
@@ -138,6 +166,32 @@ mod tests {
                 "option 'numa_zonelist_order' needs a value (numa_zonelist_order=...); ignored",
             ]
         );
+    }
+
+    #[test]
+    fn numa_fake() {
+        assert_eq!(parse("numa=fake=4").numa_fake, Some(4));
+        assert_eq!(parse("numa=fake=0").numa_fake, Some(0));
+        let c = parse("numa=fake=2G numa=off numa=fake= numa");
+        assert_eq!(c.numa_fake, None);
+        assert_eq!(
+            c.warnings,
+            vec![
+                "numa=fake=2G: only numa=fake=N (a node count) is supported; ignored",
+                "numa=off: only numa=fake=N (a node count) is supported; ignored",
+                "numa=fake=: only numa=fake=N (a node count) is supported; ignored",
+                "option 'numa' needs a value (numa=...); ignored",
+            ]
+        );
+    }
+
+    #[test]
+    fn dma_options() {
+        let c = parse("swiotlb=128,force edu.dma_bits=32 dma=direct dma=x swiotlb");
+        assert_eq!(c.dma.swiotlb.and_then(|s| s.slots), Some(128));
+        assert_eq!(c.dma.edu_dma_bits, Some(32));
+        assert!(c.dma.direct);
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
     }
 
     #[test]

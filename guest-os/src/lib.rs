@@ -31,6 +31,8 @@ pub mod console;
 pub mod arch;
 pub mod boot;
 pub mod cmdline;
+pub mod dma;
+pub mod drivers;
 pub mod hypercall;
 pub mod ktest;
 pub mod mm;

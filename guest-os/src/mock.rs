@@ -398,6 +398,18 @@ impl MockHv {
                 self.shutdowns.lock().unwrap().push(status);
                 Ok(0)
             }
+            // A pretend exchange: the pages stay where they are; the answer
+            // names machine 16 MiB on physical node 0.
+            #[cfg(not(feature = "abi-1-1"))]
+            HypercallRequest::DmaExchange { info } => {
+                needs(Features::DMA_EXCHANGE)?;
+                let bytes = self.read_guest(info.0, 48)?;
+                let mut r = pv_abi::DmaExchange::read_from(&bytes).ok_or(Error::Fault)?;
+                r.check()?;
+                r.maddr = pv_abi::Maddr(16 << 20);
+                self.write_guest(info.0, r.as_bytes())?;
+                Ok(16 << 20)
+            }
         }
     }
 

@@ -101,4 +101,54 @@ pub trait Platform {
     /// Fails on purpose (`Npf` at `hole`, `Triple`, `Halt`). Returns only if
     /// the failure did not happen, with the reason.
     fn fail(&self, mode: FailMode, hole: Gpa) -> alloc::string::String;
+
+    /// Copies `bytes` to guest-physical memory through the identity map
+    /// (the DMA layer's bounce copies). The caller owns the span. A
+    /// platform without guest memory of its own ignores it.
+    fn write_phys(&self, gpa: Gpa, bytes: &[u8]) {
+        let _ = (gpa, bytes);
+    }
+
+    /// Reads the dword of PCI configuration space that `address` (the
+    /// `0xCF8` value) selects, through `0xCF8`/`0xCFC`. A platform without
+    /// PCI reads all ones (no device).
+    fn pci_read(&self, address: u32) -> u32 {
+        let _ = address;
+        u32::MAX
+    }
+
+    /// Writes `size` bytes (1, 2 or 4) of `value` at the register `address`
+    /// selects plus `offset` (0 to 3, within the dword).
+    fn pci_write(&self, address: u32, offset: u8, size: u8, value: u32) {
+        let _ = (address, offset, size, value);
+    }
+
+    /// Maps `len` bytes of device memory at guest-physical `gpa` into the
+    /// guest's page tables at virtual == guest-physical, uncached.
+    fn map_mmio(&self, gpa: Gpa, len: u64) -> Result<(), alloc::string::String> {
+        let _ = (gpa, len);
+        Err("this platform has no device memory".into())
+    }
+
+    /// A 32-bit device register at `gpa` (mapped with [`Platform::map_mmio`]).
+    fn mmio_read32(&self, gpa: Gpa) -> u32 {
+        let _ = gpa;
+        u32::MAX
+    }
+
+    /// A 64-bit device register.
+    fn mmio_read64(&self, gpa: Gpa) -> u64 {
+        let _ = gpa;
+        u64::MAX
+    }
+
+    /// Writes a 32-bit device register.
+    fn mmio_write32(&self, gpa: Gpa, value: u32) {
+        let _ = (gpa, value);
+    }
+
+    /// Writes a 64-bit device register.
+    fn mmio_write64(&self, gpa: Gpa, value: u64) {
+        let _ = (gpa, value);
+    }
 }

@@ -20,5 +20,6 @@ pub mod domain;
 pub mod hypercall;
 pub mod mm;
 pub mod numa;
+pub mod pci;
 pub mod report;
 pub mod svm;

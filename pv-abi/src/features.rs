@@ -44,6 +44,12 @@ impl Features {
     /// memory ranges and nothing about the free memory behind it.
     #[cfg(not(feature = "abi-1-0"))]
     pub const VNODE_MEM: Features = Features(1 << 4);
+    /// [`Hypercall::DmaExchange`](crate::Hypercall::DmaExchange) is
+    /// available: the domain may trade pages for machine-contiguous memory
+    /// below a DMA address limit (ABI 1.2, see [`dma`](crate::dma)).
+    /// Without it a guest has no bounce pool a limited device can reach.
+    #[cfg(not(feature = "abi-1-1"))]
+    pub const DMA_EXCHANGE: Features = Features(1 << 5);
 
     /// Bit 63, never assigned (keeps the word out of the error range).
     pub const RESERVED: Features = Features(1 << 63);
@@ -53,9 +59,16 @@ impl Features {
         Self::VNUMA.0 | Self::PHYSINFO.0 | Self::DOMAIN_NODE_PAGES.0 | Self::VIRTUAL_ACPI.0,
     );
 
-    /// Every bit this version of the crate defines.
+    /// The bits ABI 1.1 defines.
     #[cfg(not(feature = "abi-1-0"))]
-    pub const KNOWN: Features = Features(Self::V1_0.0 | Self::VNODE_MEM.0);
+    pub const V1_1: Features = Features(Self::V1_0.0 | Self::VNODE_MEM.0);
+
+    /// Every bit this version of the crate defines.
+    #[cfg(not(feature = "abi-1-1"))]
+    pub const KNOWN: Features = Features(Self::V1_1.0 | Self::DMA_EXCHANGE.0);
+    /// Every bit this version of the crate defines.
+    #[cfg(all(feature = "abi-1-1", not(feature = "abi-1-0")))]
+    pub const KNOWN: Features = Self::V1_1;
     /// Every bit this version of the crate defines.
     #[cfg(feature = "abi-1-0")]
     pub const KNOWN: Features = Self::V1_0;
@@ -69,6 +82,8 @@ impl Features {
         ("virtual-acpi", Self::VIRTUAL_ACPI),
         #[cfg(not(feature = "abi-1-0"))]
         ("vnode-mem", Self::VNODE_MEM),
+        #[cfg(not(feature = "abi-1-1"))]
+        ("dma-exchange", Self::DMA_EXCHANGE),
     ];
 
     /// The bits ABI `version` defines, as far as this crate knows: a
@@ -81,6 +96,8 @@ impl Features {
         }
         match version.minor {
             0 => Self::V1_0,
+            #[cfg(not(feature = "abi-1-1"))]
+            1 => Self::V1_1,
             _ => Self::KNOWN,
         }
     }
@@ -226,10 +243,15 @@ mod tests {
         assert_eq!(Features::VIRTUAL_ACPI.bits(), 8);
         assert_eq!(Features::V1_0.bits(), 0xf);
         #[cfg(not(feature = "abi-1-0"))]
+        assert_eq!(Features::VNODE_MEM.bits(), 0x10);
+        #[cfg(not(feature = "abi-1-1"))]
         {
-            assert_eq!(Features::VNODE_MEM.bits(), 0x10);
-            assert_eq!(Features::KNOWN.bits(), 0x1f);
+            assert_eq!(Features::DMA_EXCHANGE.bits(), 0x20);
+            assert_eq!(Features::KNOWN.bits(), 0x3f);
+            assert_eq!(Features::defined_in(AbiVersion::V1_1), Features::V1_1);
         }
+        #[cfg(all(feature = "abi-1-1", not(feature = "abi-1-0")))]
+        assert_eq!(Features::KNOWN.bits(), 0x1f);
         #[cfg(feature = "abi-1-0")]
         assert_eq!(Features::KNOWN.bits(), 0xf);
         assert!(!Features::KNOWN.intersects(Features::RESERVED));

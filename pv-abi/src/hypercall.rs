@@ -85,10 +85,35 @@ pub enum Hypercall {
     /// return: the hypervisor reports the status, tears the domain down and
     /// goes on.
     Shutdown = 6,
+    /// `DMA_EXCHANGE` (ABI 1.2): gives back a guest-physical range of the
+    /// calling domain and maps machine-contiguous memory below a DMA
+    /// address limit there (see [`dma`](crate::dma)).
+    ///
+    /// RDI = [`Gpa`] of a [`DmaExchange`](crate::dma::DmaExchange)
+    /// ([`QUERY_ALIGN`]-aligned), in/out. Returns the machine address of the
+    /// range's first byte (also written to the structure). Errors:
+    /// [`Error::InvalidArgument`], [`Error::Fault`], [`Error::OutOfMemory`]
+    /// (nothing changed), [`Error::Unsupported`] (no
+    /// [`Features::DMA_EXCHANGE`](crate::Features)).
+    #[cfg(not(feature = "abi-1-1"))]
+    DmaExchange = 7,
 }
 
 impl Hypercall {
     /// Every hypercall, in number order.
+    #[cfg(not(feature = "abi-1-1"))]
+    pub const ALL: [Hypercall; 8] = [
+        Hypercall::Version,
+        Hypercall::Features,
+        Hypercall::ConsoleWrite,
+        Hypercall::GetVnuma,
+        Hypercall::PhysInfo,
+        Hypercall::DomainNodePages,
+        Hypercall::Shutdown,
+        Hypercall::DmaExchange,
+    ];
+    /// Every hypercall, in number order.
+    #[cfg(feature = "abi-1-1")]
     pub const ALL: [Hypercall; 7] = [
         Hypercall::Version,
         Hypercall::Features,
@@ -110,6 +135,8 @@ impl Hypercall {
             4 => Hypercall::PhysInfo,
             5 => Hypercall::DomainNodePages,
             6 => Hypercall::Shutdown,
+            #[cfg(not(feature = "abi-1-1"))]
+            7 => Hypercall::DmaExchange,
             _ => return None,
         })
     }
@@ -129,6 +156,8 @@ impl Hypercall {
             Hypercall::PhysInfo => "physinfo",
             Hypercall::DomainNodePages => "domain_node_pages",
             Hypercall::Shutdown => "shutdown",
+            #[cfg(not(feature = "abi-1-1"))]
+            Hypercall::DmaExchange => "dma_exchange",
         }
     }
 
@@ -142,6 +171,8 @@ impl Hypercall {
             Hypercall::PhysInfo => &[("info", "Gpa<PhysInfo>")],
             Hypercall::DomainNodePages => &[("info", "Gpa<DomainNodePages>")],
             Hypercall::Shutdown => &[("status", "ShutdownStatus")],
+            #[cfg(not(feature = "abi-1-1"))]
+            Hypercall::DmaExchange => &[("info", "Gpa<DmaExchange>")],
         }
     }
 
@@ -152,6 +183,8 @@ impl Hypercall {
             Hypercall::GetVnuma => Some(Features::VNUMA),
             Hypercall::PhysInfo => Some(Features::PHYSINFO),
             Hypercall::DomainNodePages => Some(Features::DOMAIN_NODE_PAGES),
+            #[cfg(not(feature = "abi-1-1"))]
+            Hypercall::DmaExchange => Some(Features::DMA_EXCHANGE),
             Hypercall::Version
             | Hypercall::Features
             | Hypercall::ConsoleWrite
@@ -168,6 +201,8 @@ impl Hypercall {
             Hypercall::GetVnuma | Hypercall::PhysInfo => "0",
             Hypercall::DomainNodePages => "number of physical nodes",
             Hypercall::Shutdown => "does not return",
+            #[cfg(not(feature = "abi-1-1"))]
+            Hypercall::DmaExchange => "machine address of the range",
         }
     }
 }
@@ -240,6 +275,12 @@ pub enum HypercallRequest {
         /// The domain's status.
         status: ShutdownStatus,
     },
+    /// [`Hypercall::DmaExchange`].
+    #[cfg(not(feature = "abi-1-1"))]
+    DmaExchange {
+        /// The [`DmaExchange`](crate::dma::DmaExchange).
+        info: Gpa,
+    },
 }
 
 impl HypercallRequest {
@@ -253,6 +294,8 @@ impl HypercallRequest {
             HypercallRequest::PhysInfo { .. } => Hypercall::PhysInfo,
             HypercallRequest::DomainNodePages { .. } => Hypercall::DomainNodePages,
             HypercallRequest::Shutdown { .. } => Hypercall::Shutdown,
+            #[cfg(not(feature = "abi-1-1"))]
+            HypercallRequest::DmaExchange { .. } => Hypercall::DmaExchange,
         }
     }
 
@@ -266,6 +309,8 @@ impl HypercallRequest {
             | HypercallRequest::PhysInfo { info }
             | HypercallRequest::DomainNodePages { info } => [info.0, 0, 0, 0, 0],
             HypercallRequest::Shutdown { status } => [status.0, 0, 0, 0, 0],
+            #[cfg(not(feature = "abi-1-1"))]
+            HypercallRequest::DmaExchange { info } => [info.0, 0, 0, 0, 0],
         };
         HypercallArgs::new(self.hypercall(), args)
     }
@@ -308,6 +353,8 @@ impl HypercallRequest {
             Hypercall::Shutdown => HypercallRequest::Shutdown {
                 status: ShutdownStatus(a0),
             },
+            #[cfg(not(feature = "abi-1-1"))]
+            Hypercall::DmaExchange => HypercallRequest::DmaExchange { info: query(a0)? },
         })
     }
 }
@@ -371,6 +418,8 @@ mod tests {
         assert_eq!(Hypercall::PhysInfo.raw(), 4);
         assert_eq!(Hypercall::DomainNodePages.raw(), 5);
         assert_eq!(Hypercall::Shutdown.raw(), 6);
+        #[cfg(not(feature = "abi-1-1"))]
+        assert_eq!(Hypercall::DmaExchange.raw(), 7);
         for (i, h) in Hypercall::ALL.iter().enumerate() {
             assert_eq!(h.raw(), i as u64);
             assert_eq!(Hypercall::from_raw(h.raw()), Some(*h));
@@ -380,7 +429,16 @@ mod tests {
 
     #[test]
     fn from_raw_rejects_unknown_numbers() {
-        for nr in [7, 8, 100, 0x8000_0000, u64::MAX, u64::MAX - 1, 1 << 32] {
+        let first_unknown = Hypercall::ALL.len() as u64;
+        for nr in [
+            first_unknown,
+            first_unknown + 1,
+            100,
+            0x8000_0000,
+            u64::MAX,
+            u64::MAX - 1,
+            1 << 32,
+        ] {
             assert_eq!(Hypercall::from_raw(nr), None);
             let regs = HypercallArgs { nr, args: [0; 5] };
             assert_eq!(HypercallRequest::from_args(&regs), Err(Error::Unsupported));
@@ -413,6 +471,10 @@ mod tests {
             },
             HypercallRequest::Shutdown {
                 status: ShutdownStatus(u64::MAX),
+            },
+            #[cfg(not(feature = "abi-1-1"))]
+            HypercallRequest::DmaExchange {
+                info: Gpa(0x20_0008),
             },
         ];
         for r in requests {
@@ -461,6 +523,16 @@ mod tests {
             HypercallArgs {
                 nr: 5,
                 args: [u64::MAX, 0, 0, 0, 0],
+            },
+            #[cfg(not(feature = "abi-1-1"))]
+            HypercallArgs {
+                nr: 7,
+                args: [0x1004, 0, 0, 0, 0],
+            },
+            #[cfg(not(feature = "abi-1-1"))]
+            HypercallArgs {
+                nr: 7,
+                args: [0x1000, 1, 0, 0, 0],
             },
         ];
         for regs in bad {

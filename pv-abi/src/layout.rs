@@ -47,6 +47,11 @@ use crate::cpuid::{
     CpuidRegs, CPUID_1_ECX_HYPERVISOR, CPUID_LEAF_SIGNATURE, CPUID_LEAF_VERSION, CPUID_MAX_LEAF,
     CPUID_SIGNATURE,
 };
+#[cfg(not(feature = "abi-1-1"))]
+use crate::dma::{
+    DmaExchange, DMA_EXCHANGE_EXACT_NODE, DMA_EXCHANGE_MAX_PAGES, DMA_EXCHANGE_MIN_BITS,
+    DMA_EXCHANGE_OFF_NODE,
+};
 use crate::elf_note::{ELF_NOTE_ABI_VERSION, ELF_NOTE_NAME};
 use crate::error::Error;
 use crate::exit::{ExitCode, DEBUG_EXIT_PORT};
@@ -132,11 +137,13 @@ pub const STRUCTS: &[StructLayout] = &[
     NodeMemInfo::LAYOUT,
     PhysInfo::LAYOUT,
     DomainNodePages::LAYOUT,
+    #[cfg(not(feature = "abi-1-1"))]
+    DmaExchange::LAYOUT,
 ];
 
 macro_rules! constants {
-    ($($name:expr => $value:expr,)*) => {
-        &[$(AbiConstant { name: $name, value: $value as u64 },)*]
+    ($($(#[$attr:meta])* $name:literal => $value:expr,)*) => {
+        &[$($(#[$attr])* AbiConstant { name: $name, value: $value as u64 },)*]
     };
 }
 
@@ -175,6 +182,16 @@ pub const CONSTANTS: &[AbiConstant] = constants! {
     "CPUID_MAX_LEAF" => CPUID_MAX_LEAF,
     "ELF_NOTE_ABI_VERSION" => ELF_NOTE_ABI_VERSION,
     "DEBUG_EXIT_PORT" => DEBUG_EXIT_PORT,
+    #[cfg(not(feature = "abi-1-1"))]
+    "DmaExchange::SIZE_V1_2" => DmaExchange::SIZE_V1_2,
+    #[cfg(not(feature = "abi-1-1"))]
+    "DMA_EXCHANGE_EXACT_NODE" => DMA_EXCHANGE_EXACT_NODE,
+    #[cfg(not(feature = "abi-1-1"))]
+    "DMA_EXCHANGE_OFF_NODE" => DMA_EXCHANGE_OFF_NODE,
+    #[cfg(not(feature = "abi-1-1"))]
+    "DMA_EXCHANGE_MAX_PAGES" => DMA_EXCHANGE_MAX_PAGES,
+    #[cfg(not(feature = "abi-1-1"))]
+    "DMA_EXCHANGE_MIN_BITS" => DMA_EXCHANGE_MIN_BITS,
 };
 
 const fn utf8(bytes: &'static [u8]) -> &'static str {

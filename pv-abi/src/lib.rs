@@ -1,5 +1,5 @@
-//! numavisor's paravirtual ABI, version 1.1 (1.0 with the `abi-1-0`
-//! feature): the contract shared by the hypervisor, the guest OS and the
+//! numavisor's paravirtual ABI, version 1.2 (1.1 with the `abi-1-1`
+//! feature, 1.0 with `abi-1-0`): the contract shared by the hypervisor, the guest OS and the
 //! host tools. Nothing else defines these types; both kernels use them from
 //! here.
 //!
@@ -12,7 +12,7 @@
 //!
 //! One file per concept: [`version`], [`features`], [`error`], [`addr`],
 //! [`hypercall`], [`start_info`], [`vnuma`], [`physinfo`], [`node`], [`query`]
-//! (the in/out structure protocol), [`shutdown`], [`cpuid`], [`elf_note`],
+//! (the in/out structure protocol), `dma` (ABI 1.2: the DMA exchange), [`shutdown`], [`cpuid`], [`elf_note`],
 //! [`exit`] (how a QEMU run ends), and [`layout`], a machine-readable
 //! description of all of it, generated from the types themselves.
 //!
@@ -106,18 +106,20 @@
 //! | --- | --- |
 //! | 1.0 | the first release: everything not listed below |
 //! | 1.1 | [`Features::VNODE_MEM`] (bit 4), [`VnodeMemInfo`], and `vnode_mem` appended to [`VnumaTopologyInfo`] (48 → 56 bytes): per vnode, its physical node, size and the free memory behind it ([`vnuma`]) |
+//! | 1.2 | `Features::DMA_EXCHANGE` (bit 5), hypercall 7 `DMA_EXCHANGE` and its `DmaExchange` structure: a domain trades pages for machine-contiguous memory below a DMA address limit, for its bounce pool (`dma`) |
 //!
 //! ## Building a kernel that speaks an older version
 //!
 //! The crate builds as ABI 1.0 with the cargo feature `abi-1-0`:
-//! [`ABI_MINOR`] is 0 and every 1.1 addition is hidden (compiled out), so a
-//! kernel built with it is a 1.0 kernel. Both kernels forward it as their own
-//! feature of the same name; `cargo xtask build --abi 1.0` builds both into
-//! `target/abi-1.0/`, and `cargo xtask run --hypervisor-abi 1.0
-//! --guest-abi current` (or `--abi 1.0`) pairs them. A later minor's
-//! addition follows the same pattern: append it last, gated by
-//! `#[cfg(not(feature = "abi-1-0"))]` (and by a new feature for the
-//! version before it).
+//! [`ABI_MINOR`] is 0 and every 1.1 and 1.2 addition is hidden (compiled
+//! out), so a kernel built with it is a 1.0 kernel; `abi-1-1` builds it as
+//! ABI 1.1 (every 1.2 addition hidden; `abi-1-0` implies it). Both kernels
+//! forward them as their own features of the same names; `cargo xtask build
+//! --abi 1.0` builds both into `target/abi-1.0/`, and `cargo xtask run
+//! --hypervisor-abi 1.0 --guest-abi current` (or `--abi 1.0`) pairs them.
+//! A later minor's addition follows the same pattern: append it last, gated
+//! by `#[cfg(not(feature = "abi-1-1"))]` for 1.2's (and by a new feature
+//! `abi-1-2`, implied by `abi-1-1`, for the version after).
 //!
 //! The test-only feature `abi-major-2` makes the crate claim major 2 (same
 //! layouts), so that the matrix can prove the refusals.
@@ -132,6 +134,8 @@ pub mod pod;
 
 pub mod addr;
 pub mod cpuid;
+#[cfg(not(feature = "abi-1-1"))]
+pub mod dma;
 pub mod elf_note;
 pub mod error;
 pub mod exit;
@@ -147,6 +151,8 @@ pub mod version;
 pub mod vnuma;
 
 pub use addr::{Gfn, Gpa, Maddr, Mfn, PAGE_SHIFT, PAGE_SIZE};
+#[cfg(not(feature = "abi-1-1"))]
+pub use dma::DmaExchange;
 pub use error::Error;
 pub use features::Features;
 pub use hypercall::{Hypercall, HypercallArgs, HypercallRequest, HypercallResult};

@@ -5,9 +5,16 @@ use core::fmt;
 /// Major version of the ABI this crate defines. Both sides refuse a
 /// different major. (2 with the test-only `abi-major-2` feature.)
 pub const ABI_MAJOR: u16 = if cfg!(feature = "abi-major-2") { 2 } else { 1 };
-/// Minor version of the ABI this crate defines: 1 (0 with the `abi-1-0`
-/// feature, which builds the crate as the first release).
-pub const ABI_MINOR: u16 = if cfg!(feature = "abi-1-0") { 0 } else { 1 };
+/// Minor version of the ABI this crate defines: 2 (0 with the `abi-1-0`
+/// feature, which builds the crate as the first release; 1 with
+/// `abi-1-1`).
+pub const ABI_MINOR: u16 = if cfg!(feature = "abi-1-0") {
+    0
+} else if cfg!(feature = "abi-1-1") {
+    1
+} else {
+    2
+};
 
 abi_struct! {
     /// An ABI version. Ordered by major, then minor.
@@ -28,6 +35,9 @@ impl AbiVersion {
     /// The second: adds [`Features::VNODE_MEM`](crate::Features) and
     /// `VnumaTopologyInfo::vnode_mem`.
     pub const V1_1: AbiVersion = AbiVersion::new(1, 1);
+    /// The third: adds [`Features::DMA_EXCHANGE`](crate::Features) and the
+    /// `DMA_EXCHANGE` hypercall.
+    pub const V1_2: AbiVersion = AbiVersion::new(1, 2);
 
     /// A version.
     pub const fn new(major: u16, minor: u16) -> Self {

@@ -73,6 +73,10 @@ fn vnode_mem_test(k: &Ktap) -> Option<bool> {
 }
 
 const V1_0_FEATURES: &str = "vnuma,physinfo,domain-node-pages,virtual-acpi";
+/// What the current builds offer: 1.0's, 1.1's `vnode-mem`, 1.2's
+/// `dma-exchange`.
+const CURRENT_FEATURES: &str =
+    "vnuma,physinfo,domain-node-pages,virtual-acpi,vnode-mem,dma-exchange";
 
 #[test]
 fn current_guest_on_current_hypervisor_uses_vnode_mem() {
@@ -81,7 +85,7 @@ fn current_guest_on_current_hypervisor_uses_vnode_mem() {
     let v = cur();
     has(
         &run,
-        &format!("numavisor: ABI {v}, features {V1_0_FEATURES},vnode-mem"),
+        &format!("numavisor: ABI {v}, features {CURRENT_FEATURES}"),
     );
     has(
         &run,
@@ -89,7 +93,7 @@ fn current_guest_on_current_hypervisor_uses_vnode_mem() {
     );
     has(
         &run,
-        &format!("(d1) guest: ABI {v} (guest {v}, using {v}), features {V1_0_FEATURES},vnode-mem"),
+        &format!("(d1) guest: ABI {v} (guest {v}, using {v}), features {CURRENT_FEATURES}"),
     );
     // One line per vnode, with the free memory behind it.
     let vnodes: Vec<&String> = lines
@@ -127,7 +131,7 @@ fn current_guest_on_1_0_hypervisor_takes_its_fallback() {
     );
     has(
         &run,
-        "(d1) guest: features not offered: vnode-mem: using fallback paths",
+        "(d1) guest: features not offered: vnode-mem,dma-exchange: using fallback paths",
     );
     has(&run, "(d1) guest: vnode-mem not offered (hypervisor ABI 1.0): fallback: sizes from get_vnuma, free memory unknown");
     has(&run, "(d1) guest: vnode 0: 64 MiB, free memory unknown");
@@ -151,10 +155,11 @@ fn guest_1_0_on_current_hypervisor_does_not_use_the_addition() {
         &run,
         &format!("numavisor: domain 1: guest image speaks ABI 1.0 (its ELF note), the hypervisor {v}: using ABI 1.0"),
     );
-    // The 1.0 guest sees bit 4 but does not know it (printed as a number).
+    // The 1.0 guest sees bits 4 and 5 but does not know them (printed as
+    // a number).
     has(
         &run,
-        &format!("(d1) guest: ABI {v} (guest 1.0, using 1.0), features {V1_0_FEATURES},0x10"),
+        &format!("(d1) guest: ABI {v} (guest 1.0, using 1.0), features {V1_0_FEATURES},0x30"),
     );
     has(
         &run,
@@ -221,7 +226,7 @@ fn another_major_is_refused_by_the_hypervisor() {
     let run = boot_pair(&machine(), "major2", "current", "");
     has(
         &run,
-        &format!("numavisor: ABI {m2}, features {V1_0_FEATURES},vnode-mem"),
+        &format!("numavisor: ABI {m2}, features {CURRENT_FEATURES}"),
     );
     refused(
         &run,

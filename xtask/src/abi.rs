@@ -43,7 +43,10 @@ impl fmt::Display for Version {
 /// The build of pv-abi (a cargo feature, forwarded by the kernels) that
 /// speaks each older recorded version. `abi-check` proves that each one
 /// describes exactly the recorded version.
-pub const VERSION_FEATURES: &[(Version, &str)] = &[(Version::new(1, 0), "abi-1-0")];
+pub const VERSION_FEATURES: &[(Version, &str)] = &[
+    (Version::new(1, 0), "abi-1-0"),
+    (Version::new(1, 1), "abi-1-1"),
+];
 
 /// One field of a structure.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -26,6 +26,11 @@ pub struct MachineSpec {
     pub numa: bool,
     /// Hypervisor command line.
     pub cmdline: &'static str,
+    /// Devices added to the machine, as QEMU arguments (`-device`, ...).
+    pub devices: &'static [&'static str],
+    /// The mirror domain's guest command line (`cargo xtask run` uses it
+    /// unless `--guest-cmdline` is given).
+    pub guest_cmdline: &'static str,
 }
 
 impl MachineSpec {
@@ -45,6 +50,7 @@ impl MachineSpec {
             "-smp".to_string(),
             self.nr_cpus().to_string(),
         ];
+        args.extend(self.devices.iter().map(|d| d.to_string()));
         if !self.numa {
             return args;
         }
@@ -145,6 +151,16 @@ fn node(mem_mib: u64, cpus: &[u32]) -> NodeSpec {
     }
 }
 
+/// The `edu` preset's devices: QEMU's educational device twice, with its
+/// default 28-bit DMA mask at 00:04.0 and a 32-bit one at 00:05.0
+/// (`domains/dma-*.cfg` assign one or the other).
+pub const EDU_DEVICES: &[&str] = &[
+    "-device",
+    "edu,addr=04.0",
+    "-device",
+    "edu,addr=05.0,dma_mask=0xffffffff",
+];
+
 /// The built-in machines. The first is the default.
 pub fn presets() -> Vec<MachineSpec> {
     let ring = |n: usize| -> Vec<Vec<u8>> {
@@ -177,6 +193,8 @@ pub fn presets() -> Vec<MachineSpec> {
             ]),
             numa: true,
             cmdline: "",
+            devices: &[],
+            guest_cmdline: "",
         },
         MachineSpec {
             name: "uma",
@@ -185,6 +203,8 @@ pub fn presets() -> Vec<MachineSpec> {
             distances: None,
             numa: false,
             cmdline: "",
+            devices: &[],
+            guest_cmdline: "",
         },
         MachineSpec {
             name: "two-nodes",
@@ -193,6 +213,8 @@ pub fn presets() -> Vec<MachineSpec> {
             distances: Some(vec![vec![10, 20], vec![20, 10]]),
             numa: true,
             cmdline: "",
+            devices: &[],
+            guest_cmdline: "",
         },
         MachineSpec {
             name: "ring8",
@@ -201,6 +223,8 @@ pub fn presets() -> Vec<MachineSpec> {
             distances: Some(ring(8)),
             numa: true,
             cmdline: "",
+            devices: &[],
+            guest_cmdline: "",
         },
         MachineSpec {
             name: "asymmetric",
@@ -209,6 +233,8 @@ pub fn presets() -> Vec<MachineSpec> {
             distances: Some(vec![vec![10, 20, 40], vec![30, 10, 20], vec![25, 35, 10]]),
             numa: true,
             cmdline: "",
+            devices: &[],
+            guest_cmdline: "",
         },
         MachineSpec {
             name: "cpu-order",
@@ -217,6 +243,8 @@ pub fn presets() -> Vec<MachineSpec> {
             distances: Some(vec![vec![10, 21], vec![21, 10]]),
             numa: true,
             cmdline: "",
+            devices: &[],
+            guest_cmdline: "",
         },
         MachineSpec {
             name: "memory-first",
@@ -225,6 +253,8 @@ pub fn presets() -> Vec<MachineSpec> {
             distances: Some(vec![vec![10, 30], vec![30, 10]]),
             numa: true,
             cmdline: "",
+            devices: &[],
+            guest_cmdline: "",
         },
         MachineSpec {
             name: "numa-off",
@@ -233,6 +263,8 @@ pub fn presets() -> Vec<MachineSpec> {
             distances: Some(vec![vec![10, 20], vec![20, 10]]),
             numa: true,
             cmdline: "numa=off",
+            devices: &[],
+            guest_cmdline: "",
         },
         MachineSpec {
             name: "fake4",
@@ -241,6 +273,8 @@ pub fn presets() -> Vec<MachineSpec> {
             distances: Some(vec![vec![10, 20], vec![20, 10]]),
             numa: true,
             cmdline: "numa=fake=4",
+            devices: &[],
+            guest_cmdline: "",
         },
         MachineSpec {
             name: "high-mem",
@@ -249,6 +283,38 @@ pub fn presets() -> Vec<MachineSpec> {
             distances: Some(vec![vec![10, 20], vec![20, 10]]),
             numa: true,
             cmdline: "",
+            devices: &[],
+            guest_cmdline: "",
+        },
+        MachineSpec {
+            name: "edu",
+            summary: "the default machine with QEMU's edu at 00:04.0 (28-bit DMA, the mirror domain's) and 00:05.0 (32-bit)",
+            nodes: vec![
+                node(512, &[0, 1]),
+                node(512, &[2, 3]),
+                node(0, &[4, 5]),
+                node(512, &[]),
+            ],
+            distances: Some(vec![
+                vec![10, 20, 30, 40],
+                vec![20, 10, 20, 30],
+                vec![30, 20, 10, 20],
+                vec![40, 30, 20, 10],
+            ]),
+            numa: true,
+            cmdline: "mirror-pci=00:04.0",
+            devices: EDU_DEVICES,
+            guest_cmdline: "",
+        },
+        MachineSpec {
+            name: "high-mem-edu",
+            summary: "high-mem with QEMU's edu (32-bit DMA mask) given to the mirror domain, whose memory is all above 4 GiB",
+            nodes: vec![node(3072, &[0, 1]), node(3072, &[2, 3])],
+            distances: Some(vec![vec![10, 20], vec![20, 10]]),
+            numa: true,
+            cmdline: "mirror-pci=00:04.0",
+            devices: &["-device", "edu,addr=04.0,dma_mask=0xffffffff"],
+            guest_cmdline: "edu.dma_bits=32",
         },
     ]
 }
@@ -271,6 +337,21 @@ mod tests {
         assert!(args.contains("-numa node,nodeid=3,memdev=mem3"));
         assert!(args.contains("-numa dist,src=0,dst=3,val=40"));
         assert_eq!(m.linux_node_order(), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn devices_come_after_memory_and_cpus() {
+        let m = preset("high-mem-edu").unwrap();
+        let args = m.qemu_args().join(" ");
+        assert!(
+            args.starts_with("-m 6144M -smp 4 -device edu,addr=04.0,dma_mask=0xffffffff "),
+            "{args}"
+        );
+        assert_eq!(m.cmdline, "mirror-pci=00:04.0");
+        assert_eq!(
+            preset("edu").unwrap().nodes,
+            preset("default").unwrap().nodes
+        );
     }
 
     #[test]

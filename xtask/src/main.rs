@@ -44,7 +44,8 @@ Options of `run`:
   --domain FILE         run the domain FILE describes (xl.cfg style, see
                         domains/); repeat for several domains in a row.
                         Without it one domain mirrors the machine
-  --guest-cmdline \"..\"  command line of the mirror domain's guest
+  --guest-cmdline \"..\"  command line of the mirror domain's guest (default:
+                        the preset's, if it has one)
   --no-guest            boot the hypervisor alone (no guest module)
   --abi NAME            boot a hypervisor and a guest built for ABI build NAME
   --hypervisor-abi NAME, --guest-abi NAME
@@ -176,9 +177,13 @@ fn cmd_run(args: &[String]) -> Result<i32, String> {
             run.hypervisor_abi.name, run.guest_abi.name
         );
     }
+    let mut guest_cmdline = run.guest_cmdline.clone();
     let (machine_args, mut cmdline) = if run.qemu_args.is_empty() {
         let spec = run.machine.unwrap_or_else(default_machine);
         eprintln!("xtask: machine '{}': {}", spec.name, spec.summary);
+        if guest_cmdline.is_empty() {
+            guest_cmdline = spec.guest_cmdline.to_string();
+        }
         (spec.qemu_args(), spec.cmdline.to_string())
     } else {
         eprintln!("xtask: machine from the QEMU arguments given after --");
@@ -193,7 +198,7 @@ fn cmd_run(args: &[String]) -> Result<i32, String> {
     let mut modules = Vec::new();
     if run.guest {
         modules.push(
-            format!("{} {}", guest_images.guest.display(), run.guest_cmdline)
+            format!("{} {}", guest_images.guest.display(), guest_cmdline)
                 .trim_end()
                 .to_string(),
         );
@@ -268,19 +273,21 @@ fn cmd_test() -> Result<i32, String> {
             "warnings",
         ]),
     )?;
-    // The kernels built for ABI 1.0 compile (and pass clippy) too.
-    let old_abi: Vec<String> = ["pv-abi", "hypervisor", "guest-os"]
-        .iter()
-        .map(|p| format!("{p}/abi-1-0"))
-        .collect();
-    step(
-        "clippy (host, ABI 1.0 builds)",
-        cargo()
-            .args(["clippy", "--package", "pv-abi", "--package", "hypervisor"])
-            .args(["--package", "guest-os", "--all-targets", "--features"])
-            .arg(old_abi.join(","))
-            .args(["--", "-D", "warnings"]),
-    )?;
+    // The kernels built for ABI 1.0 and 1.1 compile (and pass clippy) too.
+    for (version, feature) in [("1.0", "abi-1-0"), ("1.1", "abi-1-1")] {
+        let old_abi: Vec<String> = ["pv-abi", "hypervisor", "guest-os"]
+            .iter()
+            .map(|p| format!("{p}/{feature}"))
+            .collect();
+        step(
+            &format!("clippy (host, ABI {version} builds)"),
+            cargo()
+                .args(["clippy", "--package", "pv-abi", "--package", "hypervisor"])
+                .args(["--package", "guest-os", "--all-targets", "--features"])
+                .arg(old_abi.join(","))
+                .args(["--", "-D", "warnings"]),
+        )?;
+    }
     eprintln!("xtask: abi-check");
     cmd_abi_check()?;
     let images = images::build(None)?;

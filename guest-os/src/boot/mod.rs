@@ -8,14 +8,18 @@
 //!    no `VIRTUAL_ACPI`: the hypercall alone), never a crash.
 //! 2. The start-info page is copied into the guest and validated
 //!    (`BAD_START_INFO` if it fails).
-//! 3. The heap goes on free guest memory ([`start_info::choose_heap`]).
+//! 3. The heap goes on free guest memory ([`start_info::choose_heap`]);
+//!    then PCI devices, their drivers and the DMA layer with its bounce
+//!    pool ([`crate::dma::setup`]).
 //! 4. `GET_VNUMA` (probe, then fetch), ABI 1.1's per-vnode memory
 //!    ([`vnode_mem`]; its fallback without `VNODE_MEM`), `PHYSINFO`,
 //!    `DOMAIN_NODE_PAGES`.
 //! 5. The virtual ACPI tables: SRAT, SLIT, MADT, cross-checked against
 //!    `GET_VNUMA`; every disagreement is printed.
-//! 6. The view: one line per node, then the distance matrix; then the
-//!    memory manager built on it, printed ([`crate::mm::boot`]).
+//! 6. The view: one line per node, then the distance matrix; with
+//!    `numa=fake=N` the emulated view that replaces it
+//!    ([`crate::numa::fake`]); then the memory manager built on it, printed
+//!    ([`crate::mm::boot`]).
 //! 7. A failure mode from the command line, if one was asked for.
 //! 8. The KTAP suites; the status is `SUCCESS` if all passed,
 //!    `TOPOLOGY_MISMATCH` if the ACPI cross-check found disagreements,
@@ -78,6 +82,8 @@ pub struct Guest {
     pub view: Option<NodeView>,
     /// The memory manager built on the view (`None` if it could not be).
     pub mm: Option<crate::mm::Mm>,
+    /// PCI devices, their drivers, the DMA layer and its bounce pool.
+    pub dma: crate::dma::setup::DmaSetup,
 }
 
 impl Guest {
@@ -339,6 +345,9 @@ pub fn run(p: &'static dyn Platform, start_gpa: u64) -> ShutdownStatus {
         .cpuid(0x8000_0008)
         .map_or(36, |r| (r.eax & 0xff).clamp(32, 52));
     let hole = start_info::find_hole(&si, 1u64 << phys_bits).unwrap_or(Gpa(GPA_LIMIT));
+    // DMA: PCI devices, drivers, the bounce pool (before DOMAIN_NODE_PAGES,
+    // so that it counts the exchanged pages where they are).
+    let dma = crate::dma::setup::setup(p, &si, features, &cmdline.dma);
 
     let vnuma = features
         .contains(Features::VNUMA)
@@ -405,6 +414,8 @@ pub fn run(p: &'static dyn Platform, start_gpa: u64) -> ShutdownStatus {
         }
         None => println!("guest: NUMA: no topology (neither get_vnuma nor a SRAT)"),
     }
+    // numa=fake=N: Linux's NUMA emulation replaces the view before the mm.
+    let view = crate::numa::fake::boot(&si, view, cmdline.numa_fake, &mut ConsoleOut);
     // The memory manager: nodes, zones, zonelists, numa_mem_id (printed).
     let order = cmdline.numa_zonelist_order;
     let mm = crate::mm::boot(&si, view.as_ref(), heap, order, &mut ConsoleOut);
@@ -427,6 +438,7 @@ pub fn run(p: &'static dyn Platform, start_gpa: u64) -> ShutdownStatus {
         mismatches,
         view,
         mm,
+        dma,
     };
 
     let mut survived = None;

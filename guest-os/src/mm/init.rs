@@ -72,7 +72,8 @@ pub struct MmConfig {
 impl MmConfig {
     /// From the boot information: the node view's nodes (Linux ids), each
     /// with the start-info memory ranges of its vnode (which carry the
-    /// machine addresses); without a view, one node with everything (as
+    /// machine addresses; for an emulated view, the parts of them inside
+    /// the fake node's memory); without a view, one node with everything (as
     /// Linux's `dummy_numa_init`). Reserved: page 0, the image, the boot
     /// data and the kernel heap. Also returns what did not fit (memory of
     /// a vnode no node has).
@@ -96,7 +97,13 @@ impl MmConfig {
                     .map(|n| NodeConfig {
                         vnode: n.vnode,
                         cpus: n.cpus.clone(),
-                        memory: si.vnode_ranges(n.vnode).map(range).collect(),
+                        // An emulated node (numa=fake) shares its vnode
+                        // with others: its own part of that memory.
+                        memory: if v.source == crate::numa::fake::SOURCE {
+                            crate::numa::fake::phys_ranges(si, &n.memory)
+                        } else {
+                            si.vnode_ranges(n.vnode).map(range).collect()
+                        },
                     })
                     .collect();
                 for r in si.mem_ranges() {

@@ -20,6 +20,11 @@
 //! [`node`] is `pglist_data`; [`page_alloc`] is [`Mm`] and the API; [`init`]
 //! builds it at boot from start-info and the node view and prints it.
 //!
+//! Above it: [`mempolicy`] (Linux's memory policies: `set_mempolicy`,
+//! `mbind`, `get_mempolicy`, cpuset rebinding, allocation through a
+//! policy, all ending in [`Mm::__alloc_pages`]) and [`slab`]
+//! (`kmalloc_node`: per-node slab caches with SLUB's fallback rules).
+//!
 //! # API (for memory policies, slabs and everything above)
 //!
 //! Everything is a method of [`Mm`] (`&self`; zones lock internally).
@@ -87,10 +92,12 @@ pub mod buddy;
 pub mod gfp;
 pub mod init;
 pub mod linux_ref;
+pub mod mempolicy;
 pub mod node;
 pub mod nodemask;
 pub mod page_alloc;
 pub mod pcp;
+pub mod slab;
 pub mod stats;
 pub mod zone;
 pub mod zonelist;

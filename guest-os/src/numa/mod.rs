@@ -1,6 +1,7 @@
 //! The guest's NUMA knowledge: the vNUMA topology from `GET_VNUMA`
 //! ([`topology`]), the virtual SRAT/SLIT/MADT and the cross-check between
-//! the two ([`acpi`]), and the view the guest prints ([`view`]).
+//! the two ([`acpi`]), the view the guest prints ([`view`]), and NUMA
+//! emulation on that view (`numa=fake=N`, [`fake`]).
 //!
 //! Node numbering follows Linux: proximity domains get node ids in the order
 //! the SRAT's (enabled) processor affinity entries name them, then in the
@@ -9,6 +10,7 @@
 //! Linux would call node N on the same virtual machine.
 
 pub mod acpi;
+pub mod fake;
 pub mod topology;
 pub mod view;
 

@@ -7,19 +7,25 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use hypervisor::arch::x86_64::memory::{self as arch_memory, HeapTables};
+use hypervisor::arch::x86_64::pci::PortConfigSpace;
 use hypervisor::arch::x86_64::{cpu, svm};
 use hypervisor::boot::multiboot::Module;
 use hypervisor::domain::abi;
 use hypervisor::domain::build::{self, Allocation, DomainEnd, DomainMemory, MachineMemory};
 use hypervisor::domain::config::{DomainConfig, MIRROR_NODE_MIB};
 use hypervisor::domain::elf::GuestImage;
+use hypervisor::domain::exchange::P2m;
 use hypervisor::domain::layout::DomainLayout;
 use hypervisor::domain::run::{handle_exit, Action};
-use hypervisor::hypercall::{ConsoleBuffer, GuestAccess, HypercallEnv, MachineView, VnumaView};
-use hypervisor::mm::addr::{Maddr, Mfn, PAGE_SHIFT};
+use hypervisor::hypercall::{
+    ConsoleBuffer, ExchangeRequest, Exchanged, GuestAccess, HypercallEnv, MachineView, VnumaView,
+};
+use hypervisor::mm::addr::{Maddr, PAGE_SHIFT};
 use hypervisor::mm::heap::Heap;
 use hypervisor::numa::topology::Topology;
 use hypervisor::numa::NodeId;
+use hypervisor::pci::config::PciEmulator;
+use hypervisor::pci::{self, Bdf};
 use hypervisor::svm::paging::{self as pt, PageTables};
 use hypervisor::svm::vcpu::{EntryState, Vcpu, EFER_NXE};
 use hypervisor::{print, println};
@@ -75,12 +81,14 @@ fn module_name(m: &Module) -> &str {
 }
 
 /// Builds and runs every domain; returns the worst status. With
-/// `ignore_abi_note`, guest images are run whatever ABI major they declare.
+/// `ignore_abi_note`, guest images are run whatever ABI major they declare;
+/// `mirror_pci` are the PCI devices the mirror domain gets.
 pub fn run_all(
     modules: &[Module],
     topology: &Topology,
     heap: &mut Heap,
     ignore_abi_note: bool,
+    mirror_pci: &[Bdf],
 ) -> ExitCode {
     let images: Vec<&Module> = modules.iter().filter(|m| is_elf(module_bytes(m))).collect();
     let configs: Vec<&Module> = modules
@@ -104,6 +112,7 @@ pub fn run_all(
             .split_once(char::is_whitespace)
             .map_or("", |(_, a)| a.trim())
             .into();
+        mirror.pci = mirror_pci.to_vec();
         domains.push(
             mirror
                 .validate()
@@ -143,17 +152,19 @@ pub fn run_all(
 /// The hypercall environment of a running domain.
 struct Env<'a> {
     id: u32,
-    mem: DomainMemory<'a, IdentityMachine>,
+    /// Its memory, nested page tables and heap blocks (the heap is reached
+    /// through the page-table memory, which holds it).
+    p2m: P2m<HeapTables<'a>, IdentityMachine>,
     vnuma: VnumaView,
     topology: &'a Topology,
-    heap: &'a Heap,
-    node_pages: Vec<u64>,
     console: ConsoleBuffer,
+    /// Its view of PCI configuration space.
+    pci: PciEmulator,
 }
 
 impl HypercallEnv for Env<'_> {
     fn memory(&mut self) -> &mut dyn GuestAccess {
-        &mut self.mem
+        &mut self.p2m
     }
 
     fn vnuma(&self) -> &VnumaView {
@@ -162,15 +173,11 @@ impl HypercallEnv for Env<'_> {
 
     fn machine(&self) -> MachineView {
         let t = self.topology;
+        let heap = self.p2m.heap();
         let node_mem: Vec<(u64, u64)> = t
             .nodes
             .iter()
-            .map(|n| {
-                (
-                    t.memory_bytes(n.id) >> PAGE_SHIFT,
-                    self.heap.free_pages(n.id),
-                )
-            })
+            .map(|n| (t.memory_bytes(n.id) >> PAGE_SHIFT, heap.free_pages(n.id)))
             .collect();
         MachineView {
             nr_cpus: t.cpus.len() as u32,
@@ -183,13 +190,40 @@ impl HypercallEnv for Env<'_> {
     }
 
     fn node_pages(&self) -> Vec<u64> {
-        self.node_pages.clone()
+        self.p2m.node_pages.clone()
     }
 
     fn console(&mut self, bytes: &[u8]) {
         let id = self.id;
         self.console
             .push(bytes, &mut |line| println!("(d{id}) {line}"));
+    }
+
+    fn dma_exchange(&mut self, request: ExchangeRequest) -> Result<Exchanged, pv_abi::Error> {
+        let id = self.id;
+        // Whatever the guest printed so far comes first.
+        self.console.flush(&mut |line| println!("(d{id}) {line}"));
+        match self.p2m.exchange(&request) {
+            Ok(report) => {
+                println!("numavisor: domain {id}: {report}");
+                Ok(Exchanged {
+                    maddr: pv_abi::Maddr(report.new.maddr().0),
+                    pnode: u32::from(report.node.0),
+                    off_node: report.off_node(),
+                })
+            }
+            Err(e) => {
+                println!(
+                    "numavisor: domain {id}: dma exchange of {} pages at gpa {:#x} below 2^{} refused: {e}",
+                    request.pages, request.gpa.0, request.address_bits
+                );
+                Err(e.abi_error())
+            }
+        }
+    }
+
+    fn port_io(&mut self, port: u16, size: u8, write: Option<u32>) -> Option<u32> {
+        self.pci.port_io(&mut PortConfigSpace, port, size, write)
     }
 }
 
@@ -250,8 +284,10 @@ fn run_domain(
     // The permission maps outlive the domain: take them before the probe.
     intercept_maps(heap).map_err(|e| format!("permission maps: {e}"))?;
     let before = heap.probe();
-    let alloc = build::allocate(heap, &config)?;
-    let result = build_and_run(id, &config, image_bytes, &image, topology, heap, &alloc);
+    let mut alloc = build::allocate(heap, &config)?;
+    // The run may exchange pages (DMA_EXCHANGE): `alloc` comes back with
+    // the blocks the domain owns at its end.
+    let result = build_and_run(id, &config, image_bytes, &image, topology, heap, &mut alloc);
     let pages = alloc.total_pages();
     if let Err(e) = alloc.free(heap) {
         println!("numavisor: domain {id}: teardown: freeing its memory failed: {e}");
@@ -283,7 +319,7 @@ fn build_and_run(
     image: &GuestImage,
     topology: &Topology,
     heap: &mut Heap,
-    alloc: &Allocation,
+    alloc: &mut Allocation,
 ) -> Result<DomainEnd, String> {
     let layout = DomainLayout::compute(config.layout, &config.vnodes, &alloc.extents)?;
     let pnodes: Vec<NodeId> = config.vnodes.iter().map(|v| v.pnode).collect();
@@ -294,6 +330,14 @@ fn build_and_run(
     );
     for line in format!("{layout}").lines() {
         println!("numavisor: domain {id}: {line}");
+    }
+
+    // Assigned PCI devices: found, sized, their BARs clear of the domain.
+    let mut devices = Vec::new();
+    for &bdf in &config.pci {
+        let dev = pci::probe(&mut PortConfigSpace, bdf)?;
+        pci::check_bars(&dev, &layout, heap.frame_table())?;
+        devices.push(dev);
     }
 
     let mut mem = DomainMemory {
@@ -325,58 +369,124 @@ fn build_and_run(
             break;
         }
     }
-    let (npt_root, pages_2m, pages_4k) = (npt.root(), npt.pages_2m, npt.pages_4k);
+    // Device memory: at its machine address, uncached.
+    for dev in &devices {
+        for bar in dev.memory_bars() {
+            if mapped.is_ok() {
+                mapped = npt
+                    .map_with(bar.base, bar.base, bar.size, pt::PWT | pt::PCD)
+                    .map_err(|e| format!("PCI device {}: mapping {bar}: {e}", dev.bdf));
+            }
+        }
+    }
     let maps = mapped.and_then(|()| {
         intercept_maps(npt.memory_mut().heap).map_err(|e| format!("permission maps: {e}"))
     });
-    let (tables, _) = npt.into_memory();
-    let npt_pages: Vec<Mfn> = tables.taken;
-    let result = maps.map(|maps| {
-        println!(
-            "numavisor: domain {id}: nested paging: {pages_2m} x 2 MiB + {pages_4k} x 4 KiB, {} table pages on node {npt_node}",
-            npt_pages.len()
-        );
-        let entry = EntryState { rip: boot.entry, cr3: boot.cr3.0, rsp: 0, rsi: boot.start_info.0 };
-        let mut vcpu = alloc::boxed::Box::new(Vcpu::new(0, id, entry, npt_root, maps));
-        vcpu.vmcb.save.gdtr.base = boot.gdt.0;
-        vcpu.vmcb.save.gdtr.limit = u32::from(boot.gdt_limit);
-        vcpu.vmcb.save.efer |= EFER_NXE;
-        let mut node_pages = vec![0u64; topology.nr_nodes()];
-        for (k, v) in layout.vnodes.iter().enumerate() {
-            if let Some(slot) = pnodes.get(k).and_then(|p| node_pages.get_mut(p.index())) {
-                *slot += v.pages;
+    let maps = match maps {
+        Ok(m) => m,
+        Err(e) => {
+            let (tables, _) = npt.into_memory();
+            for mfn in tables.taken {
+                let _ = tables.heap.free(mfn, 0);
+            }
+            return Err(e);
+        }
+    };
+    println!(
+        "numavisor: domain {id}: nested paging: {} x 2 MiB + {} x 4 KiB, {} table pages on node {npt_node}",
+        npt.pages_2m,
+        npt.pages_4k,
+        npt.memory().taken.len()
+    );
+    let mut cs = PortConfigSpace;
+    for dev in &devices {
+        println!("numavisor: domain {id}: pci {dev} assigned");
+        for bar in &dev.bars {
+            match bar.kind {
+                pci::BarKind::Io => println!(
+                    "numavisor: domain {id}: pci {}: {bar}: I/O ports not opened to the guest",
+                    dev.bdf
+                ),
+                _ => println!(
+                    "numavisor: domain {id}: pci {}: {bar} mapped at the same guest-physical address, uncached",
+                    dev.bdf
+                ),
             }
         }
-        let mut env = Env {
-            id,
-            mem,
-            vnuma: build::vnuma_view(config, &layout),
-            topology,
-            heap,
-            node_pages,
-            console: ConsoleBuffer::default(),
-        };
-        println!("numavisor: domain {id}: starting vcpu 0 at {:#x}", boot.entry);
-        let end = run_vcpu(&mut vcpu, &mut env);
-        env.console.flush(&mut |line| println!("(d{id}) {line}"));
-        report_end(id, &config.name, &end, vcpu.exits);
-        end
-    });
-    for mfn in npt_pages {
-        let _ = heap.free(mfn, 0);
     }
-    result
+    let emulator = PciEmulator::new(&mut cs, devices);
+
+    let npt_root = npt.root();
+    let entry = EntryState {
+        rip: boot.entry,
+        cr3: boot.cr3.0,
+        rsp: 0,
+        rsi: boot.start_info.0,
+    };
+    let mut vcpu = alloc::boxed::Box::new(Vcpu::new(0, id, entry, npt_root, maps));
+    vcpu.vmcb.save.gdtr.base = boot.gdt.0;
+    vcpu.vmcb.save.gdtr.limit = u32::from(boot.gdt_limit);
+    vcpu.vmcb.save.efer |= EFER_NXE;
+    let mut node_pages = vec![0u64; topology.nr_nodes()];
+    for (k, v) in layout.vnodes.iter().enumerate() {
+        if let Some(slot) = pnodes.get(k).and_then(|p| node_pages.get_mut(p.index())) {
+            *slot += v.pages;
+        }
+    }
+    let vnuma = build::vnuma_view(config, &layout);
+    let mut env = Env {
+        id,
+        p2m: P2m {
+            layout,
+            alloc: core::mem::take(alloc),
+            npt,
+            machine: IdentityMachine,
+            vnode_pnode: pnodes,
+            node_pages,
+            flush_tlb: false,
+        },
+        vnuma,
+        topology,
+        console: ConsoleBuffer::default(),
+        pci: emulator,
+    };
+    println!(
+        "numavisor: domain {id}: starting vcpu 0 at {:#x}",
+        boot.entry
+    );
+    let end = run_vcpu(&mut vcpu, &mut env);
+    env.console.flush(&mut |line| println!("(d{id}) {line}"));
+    // Bus mastering off before the domain's memory goes back to the heap.
+    env.pci.release(&mut cs);
+    report_end(id, &config.name, &end, vcpu.exits);
+
+    let Env { p2m, .. } = env;
+    *alloc = p2m.alloc;
+    let (tables, _) = p2m.npt.into_memory();
+    for mfn in tables.taken {
+        let _ = tables.heap.free(mfn, 0);
+    }
+    Ok(end)
 }
+
+/// VMCB `TLB_CONTROL`: flush the whole TLB on the next VMRUN.
+const TLB_FLUSH_ALL: u8 = 1;
 
 fn run_vcpu(vcpu: &mut Vcpu, env: &mut Env<'_>) -> DomainEnd {
     let vmcb_pa = &raw const vcpu.vmcb as u64;
     loop {
         // SAFETY: the VMCB belongs to this vCPU (boxed, 4 KiB-aligned,
-        // identity-mapped); its nested tables map only the domain's pages.
+        // identity-mapped); its nested tables map only the domain's pages
+        // and the MMIO of devices assigned to it.
         unsafe { svm::vmrun(vmcb_pa, &mut vcpu.regs) };
         vcpu.vmcb.control.tlb_control = 0;
         if let Action::End(end) = handle_exit(vcpu, env, &host_cpuid) {
             return end;
+        }
+        // A DMA exchange moved guest-physical pages: no stale translation
+        // may survive into the guest.
+        if core::mem::take(&mut env.p2m.flush_tlb) {
+            vcpu.vmcb.control.tlb_control = TLB_FLUSH_ALL;
         }
     }
 }

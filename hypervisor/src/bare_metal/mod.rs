@@ -172,8 +172,13 @@ extern "C" fn hypervisor_main(magic: u32, info: u32) -> ! {
             if selftest::svm_self_test(&mut heap) != ExitCode::Success {
                 status = ExitCode::Failure;
             }
-            let domains =
-                domains::run_all(&boot.modules, &topology, &mut heap, options.ignore_abi_note);
+            let domains = domains::run_all(
+                &boot.modules,
+                &topology,
+                &mut heap,
+                options.ignore_abi_note,
+                &options.mirror_pci,
+            );
             if domains != ExitCode::Success {
                 status = domains;
             }

@@ -8,6 +8,9 @@
 //!   another ABI major version is refused (`check`, the default) or run
 //!   anyway (`ignore`, a test aid: the guest then refuses the hypervisor
 //!   itself and shuts down with `ABI_MISMATCH`).
+//! - `mirror-pci=00:04.0[,00:05.0...]`: PCI devices assigned to the mirror
+//!   domain (the one run when no domain config is given), as a config's
+//!   `pci = [ ... ]` assigns them to its domain (see `crate::pci`).
 //! - `crash=panic|fault|hang`: a test aid that proves the failure paths end
 //!   the run as documented (a panic report, a CPU exception report, the
 //!   host's time-out). Triggered once the machine has been printed.
@@ -18,6 +21,8 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use crate::pci::Bdf;
+
 /// Parsed options.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CommandLine {
@@ -26,6 +31,8 @@ pub struct CommandLine {
     pub crash: Option<Crash>,
     /// `abi-note=ignore`: run guest images whatever ABI major they declare.
     pub ignore_abi_note: bool,
+    /// `mirror-pci=`: PCI devices for the mirror domain.
+    pub mirror_pci: Vec<Bdf>,
     /// Options that could not be used, each with the reason.
     pub warnings: Vec<String>,
 }
@@ -73,6 +80,15 @@ pub fn parse(cmdline: &str) -> CommandLine {
                 "abi-note={}: expected check or ignore; ignored",
                 v.unwrap_or("")
             )),
+            ("mirror-pci", Some(list)) => {
+                let parsed: Result<Vec<Bdf>, String> = list.split(',').map(Bdf::parse).collect();
+                match parsed {
+                    Ok(devs) => out.mirror_pci = devs,
+                    Err(e) => out
+                        .warnings
+                        .push(format!("mirror-pci={list}: {e}; ignored")),
+                }
+            }
             ("crash", Some("panic")) => out.crash = Some(Crash::Panic),
             ("crash", Some("fault")) => out.crash = Some(Crash::Fault),
             ("crash", Some("hang")) => out.crash = Some(Crash::Hang),
@@ -107,7 +123,16 @@ mod tests {
         assert_eq!(parse("crash=fault").crash, Some(Crash::Fault));
         assert!(parse("abi-note=ignore").ignore_abi_note);
         assert!(!parse("abi-note=ignore abi-note=check").ignore_abi_note);
+        assert_eq!(
+            parse("mirror-pci=00:04.0,00:05.0").mirror_pci,
+            vec![
+                Bdf::parse("00:04.0").unwrap(),
+                Bdf::parse("00:05.0").unwrap()
+            ]
+        );
         for bad in [
+            "mirror-pci=00:04",
+            "mirror-pci",
             "crash=maybe",
             "abi-note=maybe",
             "crash",

@@ -40,32 +40,28 @@ pub struct DomainMemory<'a, M: MachineMemory> {
     pub machine: M,
 }
 
-impl<M: MachineMemory> DomainMemory<'_, M> {
-    /// The machine pieces behind `[gpa, gpa + len)`, or `Fault` if any byte
-    /// is outside guest memory. Each piece is contiguous in both spaces.
-    fn pieces(&self, gpa: Gpa, len: usize) -> Result<Vec<(Maddr, usize)>, Error> {
-        let mut out = Vec::new();
-        let mut at = gpa.0;
-        let end = at.checked_add(len as u64).ok_or(Error::Fault)?;
-        while at < end {
-            let m = self
-                .layout
-                .mapping_of(Gpa(at).frame())
-                .ok_or(Error::Fault)?;
-            let offset = at - m.gpa.0;
-            let run_end = m.gpa_end().0.min(end);
-            let n = (run_end - at) as usize;
-            out.push((Maddr(m.maddr().0 + offset), n));
-            at = run_end;
-        }
-        Ok(out)
+/// The machine pieces behind `[gpa, gpa + len)` in `layout`, or `Fault`
+/// if any byte is outside guest memory. Each piece is contiguous in both
+/// spaces.
+pub fn pieces(layout: &DomainLayout, gpa: Gpa, len: usize) -> Result<Vec<(Maddr, usize)>, Error> {
+    let mut out = Vec::new();
+    let mut at = gpa.0;
+    let end = at.checked_add(len as u64).ok_or(Error::Fault)?;
+    while at < end {
+        let m = layout.mapping_of(Gpa(at).frame()).ok_or(Error::Fault)?;
+        let offset = at - m.gpa.0;
+        let run_end = m.gpa_end().0.min(end);
+        let n = (run_end - at) as usize;
+        out.push((Maddr(m.maddr().0 + offset), n));
+        at = run_end;
     }
+    Ok(out)
 }
 
 impl<M: MachineMemory> GuestAccess for DomainMemory<'_, M> {
     fn read(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), Error> {
         let mut done = 0;
-        for (maddr, n) in self.pieces(gpa, buf.len())? {
+        for (maddr, n) in pieces(self.layout, gpa, buf.len())? {
             self.machine.read(maddr, &mut buf[done..done + n]);
             done += n;
         }
@@ -74,7 +70,7 @@ impl<M: MachineMemory> GuestAccess for DomainMemory<'_, M> {
 
     fn write(&mut self, gpa: Gpa, bytes: &[u8]) -> Result<(), Error> {
         let mut done = 0;
-        for (maddr, n) in self.pieces(gpa, bytes.len())? {
+        for (maddr, n) in pieces(self.layout, gpa, bytes.len())? {
             self.machine.write(maddr, &bytes[done..done + n]);
             done += n;
         }

@@ -21,6 +21,7 @@
 //! | `layout` | `compact` (default), `node-bits`, `high-only` or `identity` (see `domain::layout`) |
 //! | `cmdline` | the guest's command line, at most 1023 bytes, no control characters |
 //! | `kernel` | which boot module is the guest image (a name matched against module strings); default: the guest image module |
+//! | `pci` | PCI devices assigned to the domain: a list of `"bus:device.function"` (`[ "00:04.0" ]`, hexadecimal as `lspci` prints them), at most [`MAX_PCI_DEVICES`]; see `crate::pci` |
 //!
 //! A vnode: `pnode` (required, the physical node its memory and vcpus live
 //! on), `size` (required, MiB; 0 makes a memoryless vnode), `vcpus`
@@ -45,6 +46,7 @@ use core::fmt;
 
 use crate::numa::topology::{Topology, MAX_CPUS};
 use crate::numa::{CpuId, NodeId, LOCAL_DISTANCE, MAX_NODES, REMOTE_DISTANCE};
+use crate::pci::Bdf;
 
 /// Longest domain name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
@@ -54,6 +56,8 @@ pub const MAX_CMDLINE_LEN: usize = 1023;
 pub const MAX_VCPUS: u32 = MAX_CPUS as u32;
 /// Largest `memory` (and vnode `size`) accepted, in MiB: 64 TiB.
 pub const MAX_MEMORY_MIB: u64 = 1 << 26;
+/// Most PCI devices one domain may be given.
+pub const MAX_PCI_DEVICES: usize = 8;
 /// [`DomainConfig::mirror_machine`]'s usual per-node cap, in MiB.
 pub const MIRROR_NODE_MIB: u64 = 64;
 
@@ -132,6 +136,8 @@ pub struct DomainConfig {
     pub cmdline: String,
     /// Which boot module is the guest image; `None`: the default image.
     pub kernel: Option<String>,
+    /// PCI devices assigned to the domain (`crate::pci`).
+    pub pci: Vec<Bdf>,
 }
 
 /// A config problem, with where it is.
@@ -579,6 +585,7 @@ struct Lines {
     vnodes: Vec<usize>,
     cmdline: usize,
     kernel: usize,
+    pci: usize,
 }
 
 impl DomainConfig {
@@ -827,6 +834,7 @@ impl DomainConfig {
             layout: LayoutKind::Compact,
             cmdline: String::new(),
             kernel: None,
+            pci: Vec::new(),
         }
     }
 }
@@ -849,6 +857,7 @@ fn parse_text(text: &str, last_line: usize) -> Result<DomainConfig, Located> {
     let mut layout = LayoutKind::Compact;
     let mut cmdline = String::new();
     let mut kernel = None;
+    let mut pci = Vec::new();
     for e in &entries {
         let (key, line, v) = (e.key.as_str(), e.line, &e.value);
         if let Some((_, first)) = seen.iter().find(|(k, _)| k == key) {
@@ -940,6 +949,10 @@ fn parse_text(text: &str, last_line: usize) -> Result<DomainConfig, Located> {
                 lines.kernel = line;
                 kernel = Some(String::from(scalar(key, v)?));
             }
+            "pci" => {
+                lines.pci = line;
+                pci = parse_pci(v)?;
+            }
             _ => return Err((line, format!("unknown key '{key}'"))),
         }
     }
@@ -992,9 +1005,35 @@ fn parse_text(text: &str, last_line: usize) -> Result<DomainConfig, Located> {
         layout,
         cmdline,
         kernel,
+        pci,
     };
     cross_check(&cfg, &lines)?;
     Ok(cfg)
+}
+
+/// `pci = [ "00:04.0", ... ]` (or one string): each a device address,
+/// none twice, at most [`MAX_PCI_DEVICES`].
+fn parse_pci(v: &Value) -> Result<Vec<Bdf>, Located> {
+    let items: Vec<&Value> = match &v.val {
+        Val::Scalar(_) => vec![v],
+        Val::List(items) => items.iter().collect(),
+    };
+    if items.len() > MAX_PCI_DEVICES {
+        return Err((
+            v.line,
+            format!("pci: {} devices; at most {MAX_PCI_DEVICES}", items.len()),
+        ));
+    }
+    let mut out: Vec<Bdf> = Vec::new();
+    for it in items {
+        let s = scalar("pci", it)?;
+        let bdf = Bdf::parse(s).map_err(|m| (it.line, format!("pci: {m}")))?;
+        if out.contains(&bdf) {
+            return Err((it.line, format!("pci: device {bdf} listed twice")));
+        }
+        out.push(bdf);
+    }
+    Ok(out)
 }
 
 fn parse_cpus(v: &Value) -> Result<Option<Vec<CpuId>>, Located> {
@@ -1057,6 +1096,17 @@ fn cross_check(cfg: &DomainConfig, lines: &Lines) -> Result<(), Located> {
     }
     if cfg.kernel.as_ref().is_some_and(|k| k.is_empty()) {
         return Err((lines.kernel, "kernel: empty".into()));
+    }
+    if cfg.pci.len() > MAX_PCI_DEVICES {
+        return Err((
+            lines.pci,
+            format!("pci: {} devices; at most {MAX_PCI_DEVICES}", cfg.pci.len()),
+        ));
+    }
+    for (i, b) in cfg.pci.iter().enumerate() {
+        if cfg.pci.get(..i).is_some_and(|before| before.contains(b)) {
+            return Err((lines.pci, format!("pci: device {b} listed twice")));
+        }
     }
     if let Some(cpus) = &cfg.cpus {
         if cpus.is_empty() {
@@ -1184,6 +1234,10 @@ impl fmt::Display for DomainConfig {
         writeln!(f, "cmdline = {}", quote(&self.cmdline))?;
         if let Some(k) = &self.kernel {
             writeln!(f, "kernel = {}", quote(k))?;
+        }
+        if !self.pci.is_empty() {
+            let devs: Vec<String> = self.pci.iter().map(|b| format!("\"{b}\"")).collect();
+            writeln!(f, "pci = [ {} ]", devs.join(", "))?;
         }
         if !self.vnodes.is_empty() {
             writeln!(f, "vnuma = [")?;

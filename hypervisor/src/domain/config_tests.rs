@@ -64,6 +64,7 @@ fn issue_example() {
             layout: LayoutKind::NodeBits,
             cmdline: "console=hvc0 ktest=all".into(),
             kernel: None,
+            pci: Vec::new(),
         }
     );
     assert_eq!(c.vnode_of_vcpu(2), Some(1));
@@ -147,6 +148,35 @@ fn trailing_nuls_and_empty_lines_are_fine() {
     bytes.extend_from_slice(&[0; 100]);
     let c = DomainConfig::parse("m", &bytes).unwrap();
     assert_eq!((c.name.as_str(), c.memory_mib), ("a", 2));
+}
+
+#[test]
+fn pci_devices() {
+    let c = ok("name = d\nmemory = 64\npci = [ \"00:04.0\", \"0000:00:1f.3\" ]\n");
+    assert_eq!(
+        c.pci,
+        vec![
+            crate::pci::Bdf {
+                bus: 0,
+                dev: 4,
+                func: 0
+            },
+            crate::pci::Bdf {
+                bus: 0,
+                dev: 0x1f,
+                func: 3
+            }
+        ]
+    );
+    assert!(c
+        .to_string()
+        .contains("pci = [ \"00:04.0\", \"00:1f.3\" ]\n"));
+    assert_eq!(ok(&c.to_string()), c);
+    assert_eq!(
+        ok("name = d\nmemory = 64\npci = \"00:05.0\"\n").pci.len(),
+        1
+    );
+    assert!(ok("name = d\nmemory = 64\npci = []\n").pci.is_empty());
 }
 
 #[test]
@@ -256,6 +286,12 @@ fn bad_configs_name_file_line_and_problem() {
         (two("pnode=0,size=512,vcpus=0-1", "pnode=1,size=67108865,vcpus=2-3"), "dom.cfg:6: vnode 1: size 67108865 MiB is more than the limit of 67108864 MiB"),
         ("name = a\nvnuma = [\"pnode=0,size=0\"]\n".into(), "dom.cfg:2: memory: 0 MiB; a domain needs memory"),
         ("name = a\nvnuma = [\"pnode=0,size=2\"]\n".into(), "dom.cfg:2: vcpus: 0 out of range (1 to 256)"),
+        ("name = a\nmemory = 1\npci = [ \"00:04\" ]\n".into(), "dom.cfg:3: pci: bad PCI address '00:04' (expected bus:device.function such as 00:04.0)"),
+        ("name = a\nmemory = 1\npci = [\n\"00:04.0\",\n\"00:20.0\" ]\n".into(), "dom.cfg:5: pci: bad PCI address '00:20.0' (expected bus:device.function such as 00:04.0)"),
+        ("name = a\nmemory = 1\npci = [\n\"00:04.0\",\n\"0000:00:04.0\" ]\n".into(), "dom.cfg:5: pci: device 00:04.0 listed twice"),
+        ("name = a\nmemory = 1\npci = [ \"00:01.0\", \"00:02.0\", \"00:03.0\", \"00:04.0\", \"00:05.0\", \"00:06.0\", \"00:07.0\", \"00:08.0\", \"00:09.0\" ]\n".into(), "dom.cfg:3: pci: 9 devices; at most 8"),
+        ("name = a\nmemory = 1\npci = [ [ \"00:04.0\" ] ]\n".into(), "dom.cfg:3: pci: expected a single value, not a list"),
+        ("name = a\nmemory = 1\npci = [ \"0001:00:04.0\" ]\n".into(), "dom.cfg:3: pci: PCI segment 0001 in '0001:00:04.0': only segment 0 is supported"),
     ];
     for (text, want) in &cases {
         assert_eq!(&bad(text), want, "--- in ---\n{text}");

@@ -124,6 +124,27 @@ pub struct MemoryRange {
     pub maddr: Maddr,
 }
 
+/// Machine runs behind a guest-physical range: `(gpa, first frame, pages)`.
+pub type Runs = Vec<(Gpa, Mfn, u64)>;
+
+/// Why a guest-physical range cannot be exchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeError {
+    /// This address (or the range's end) is not guest memory.
+    NotMapped(Gpa),
+    /// The range holds memory of more than one vnode.
+    SpansVnodes,
+}
+
+impl fmt::Display for RangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RangeError::NotMapped(g) => write!(f, "guest-physical {g} is not guest memory"),
+            RangeError::SpansVnodes => write!(f, "the range spans vnodes"),
+        }
+    }
+}
+
 /// A domain's guest-physical map.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DomainLayout {
@@ -350,6 +371,96 @@ impl DomainLayout {
         let m = self.mapping_of(gfn)?;
         let offset = gfn.0.saturating_sub(m.gpa.0 >> PAGE_SHIFT);
         Some((Mfn(m.mfn.0.saturating_add(offset)), m.vnode))
+    }
+
+    /// The machine runs behind `pages` pages at `gpa`: `(gpa, first frame,
+    /// pages)` in guest-physical order, and the vnode they belong to.
+    /// Refuses a range that is not entirely guest memory or that spans
+    /// vnodes (what a DMA exchange may take).
+    pub fn runs(&self, gpa: Gpa, pages: u64) -> Result<(u32, Runs), RangeError> {
+        let first = gpa.frame();
+        let end = first
+            .0
+            .checked_add(pages)
+            .filter(|&e| pages > 0 && e <= GPA_LIMIT >> PAGE_SHIFT)
+            .ok_or(RangeError::NotMapped(gpa))?;
+        let mut out = Vec::new();
+        let mut vnode = None;
+        let mut at = first.0;
+        while at < end {
+            let m = self
+                .mapping_of(Gfn(at))
+                .ok_or(RangeError::NotMapped(Gpa(at << PAGE_SHIFT)))?;
+            if vnode.is_some_and(|v| v != m.vnode) {
+                return Err(RangeError::SpansVnodes);
+            }
+            vnode = Some(m.vnode);
+            let m_first = m.gpa.0 >> PAGE_SHIFT;
+            let run_end = (m_first + m.pages).min(end);
+            out.push((
+                Gpa(at << PAGE_SHIFT),
+                Mfn(m.mfn.0 + (at - m_first)),
+                run_end - at,
+            ));
+            at = run_end;
+        }
+        Ok((vnode.unwrap_or(0), out))
+    }
+
+    /// Backs `pages` pages at `gpa` with the machine frames from `new`
+    /// (contiguous) instead: the DMA exchange's bookkeeping. The range must
+    /// pass [`runs`](Self::runs) (nothing changes otherwise). Vnode sizes
+    /// and guest-physical ranges stay as they are; mappings are split and
+    /// merged again so that the map stays sorted and maximal.
+    pub fn remap(&mut self, gpa: Gpa, pages: u64, new: Mfn) -> Result<(), RangeError> {
+        let (vnode, _) = self.runs(gpa, pages)?;
+        let start = gpa.0;
+        let end = start + (pages << PAGE_SHIFT);
+        let mut out: Vec<Mapping> = Vec::with_capacity(self.mappings.len() + 2);
+        for m in &self.mappings {
+            let (a, b) = (m.gpa.0, m.gpa_end().0);
+            if b <= start || a >= end {
+                out.push(*m);
+                continue;
+            }
+            if a < start {
+                out.push(Mapping {
+                    pages: (start - a) >> PAGE_SHIFT,
+                    ..*m
+                });
+            }
+            if b > end {
+                let skip = (end - a) >> PAGE_SHIFT;
+                out.push(Mapping {
+                    gpa: Gpa(end),
+                    mfn: Mfn(m.mfn.0 + skip),
+                    pages: m.pages - skip,
+                    vnode: m.vnode,
+                });
+            }
+        }
+        out.push(Mapping {
+            gpa,
+            mfn: new,
+            pages,
+            vnode,
+        });
+        out.sort_unstable_by_key(|m| m.gpa);
+        let mut merged: Vec<Mapping> = Vec::with_capacity(out.len());
+        for m in out {
+            match merged.last_mut() {
+                Some(l)
+                    if l.vnode == m.vnode
+                        && l.gpa_end() == m.gpa
+                        && l.mfn.0.checked_add(l.pages) == Some(m.mfn.0) =>
+                {
+                    l.pages += m.pages;
+                }
+                _ => merged.push(m),
+            }
+        }
+        self.mappings = merged;
+        Ok(())
     }
 
     /// Whether every byte of `[start, start + len)` is guest memory (for

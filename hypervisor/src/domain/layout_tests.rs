@@ -143,6 +143,75 @@ fn compact() {
 }
 
 #[test]
+fn runs_and_remap_for_the_dma_exchange() {
+    let mut l = layout(LayoutKind::Compact);
+    // Across the machine split of vnode 0.
+    assert_eq!(
+        l.runs(Gpa(2 * MIB - 0x2000), 4),
+        Ok((
+            0,
+            vec![
+                (Gpa(2 * MIB - 0x2000), Mfn(0x9fe), 2),
+                (Gpa(2 * MIB), Mfn(0x1000), 2)
+            ]
+        ))
+    );
+    assert_eq!(
+        l.runs(Gpa(4 * MIB - 0x1000), 2),
+        Err(RangeError::SpansVnodes)
+    );
+    assert_eq!(
+        l.runs(Gpa(7 * MIB - 0x1000), 2),
+        Err(RangeError::NotMapped(Gpa(7 * MIB)))
+    );
+    assert_eq!(l.runs(Gpa(0), 0), Err(RangeError::NotMapped(Gpa(0))));
+    assert_eq!(l.runs(Gpa(0), u64::MAX), Err(RangeError::NotMapped(Gpa(0))));
+    let before = l.clone();
+    assert_eq!(
+        l.remap(Gpa(4 * MIB - 0x1000), 2, Mfn(0x5_0000)),
+        Err(RangeError::SpansVnodes)
+    );
+    assert_eq!(l, before, "a refused remap changes nothing");
+
+    // The middle of vnode 0 moves to frames 0x70000..0x70004.
+    l.remap(Gpa(2 * MIB - 0x2000), 4, Mfn(0x7_0000)).unwrap();
+    assert_eq!(
+        l.mappings,
+        [
+            m(0, 0x800, 510, 0),
+            m(2 * MIB - 0x2000, 0x7_0000, 4, 0),
+            m(2 * MIB + 0x2000, 0x1002, 510, 0),
+            m(4 * MIB, 0x20000, 768, 2),
+            m(8 * MIB, 0x40000, 512, 3),
+        ]
+    );
+    assert_eq!(
+        l.vnodes, before.vnodes,
+        "vnodes keep their ranges and sizes"
+    );
+    assert_eq!(l.translate(Gfn(0x1ff)), Some((Mfn(0x7_0001), 0)));
+    assert_eq!(l.translate(Gfn(0x202)), Some((Mfn(0x1002), 0)));
+    // Moving it back where it was merges the mappings again.
+    l.remap(Gpa(2 * MIB - 0x2000), 2, Mfn(0x9fe)).unwrap();
+    l.remap(Gpa(2 * MIB), 2, Mfn(0x1000)).unwrap();
+    assert_eq!(l, before);
+    // A whole mapping, then one that joins its neighbour in both spaces.
+    l.remap(Gpa(8 * MIB), 512, Mfn(0x40200)).unwrap();
+    assert_eq!(l.mappings[3], m(8 * MIB, 0x40200, 512, 3));
+    l.verify(
+        |f| {
+            Some(if f.0 >= 0x40000 {
+                NodeId(3)
+            } else {
+                sample_node(f)?
+            })
+        },
+        &PNODES,
+    )
+    .unwrap();
+}
+
+#[test]
 fn node_bits() {
     let l = layout(LayoutKind::NodeBits);
     assert_eq!(

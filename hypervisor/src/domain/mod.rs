@@ -8,6 +8,8 @@
 //! - [`elf`]: parsing and validation of the guest's ELF64 image.
 //! - [`abi`]: the ABI version the image declares in its ELF note, and the
 //!   refusal of another major.
+//! - [`exchange`]: a running domain's guest-physical to machine state and
+//!   the DMA exchange on it (ABI 1.2).
 //!
 //! All three take untrusted input (a config file, an image, firmware-derived
 //! topology) and answer with an error message, never a panic.
@@ -20,6 +22,7 @@ pub mod abi;
 pub mod build;
 pub mod config;
 pub mod elf;
+pub mod exchange;
 pub mod layout;
 pub mod run;
 #[cfg(test)]

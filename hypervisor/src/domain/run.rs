@@ -146,7 +146,8 @@ pub fn cpuid(leaf: u32, subleaf: u32, host: HostCpuid<'_>) -> CpuidRegs {
 
 /// Port I/O: COM1 output becomes console output (useful before a guest has
 /// its console hypercall working); reads of its line status say "ready";
-/// other ports read as all ones and ignore writes. String I/O is not
+/// the environment may emulate others (PCI configuration space, see
+/// `crate::pci`); all other ports read as all ones and ignore writes. String I/O is not
 /// emulated and ends the domain.
 fn io(vcpu: &mut Vcpu, env: &mut dyn HypercallEnv) -> Action {
     let info = vcpu.vmcb.control.exit_info1;
@@ -165,15 +166,23 @@ fn io(vcpu: &mut Vcpu, env: &mut dyn HypercallEnv) -> Action {
             None,
         );
     }
+    let mask = (1u64 << (size_bytes * 8)) - 1;
     if is_in {
         let value: u64 = match port {
             COM1_LINE_STATUS => 0x60,
-            _ => (1u64 << (size_bytes * 8)) - 1,
+            _ => env
+                .port_io(port, size_bytes as u8, None)
+                .map_or(mask, |v| u64::from(v) & mask),
         };
-        let mask = (1u64 << (size_bytes * 8)) - 1;
         vcpu.vmcb.save.rax = (vcpu.vmcb.save.rax & !mask) | value;
     } else if port == COM1_DATA {
         env.console(&[vcpu.vmcb.save.rax as u8]);
+    } else {
+        let _ = env.port_io(
+            port,
+            size_bytes as u8,
+            Some((vcpu.vmcb.save.rax & mask) as u32),
+        );
     }
     // For I/O intercepts EXITINFO2 is the next instruction's RIP, even
     // without next-RIP save.
@@ -315,6 +324,22 @@ mod tests {
         v.vmcb.control.exit_info1 = (0x3FD << 16) | (1 << 4) | 1; // IN al, dx
         handle_exit(&mut v, &mut env, &host);
         assert_eq!(v.vmcb.save.rax & 0xff, 0x60);
+        // Emulated ports go to the environment, with their size.
+        v.vmcb.control.exit_info1 = (0xCFC << 16) | (2 << 4) | 1; // IN ax, dx
+        v.vmcb.save.rax = 0xdead_0000_0000;
+        handle_exit(&mut v, &mut env, &host);
+        assert_eq!(v.vmcb.save.rax, 0xdead_0000_1234);
+        v.vmcb.control.exit_info1 = (0xCF8 << 16) | (4 << 4); // OUT dx, eax
+        v.vmcb.save.rax = 0xffff_ffff_8000_2010;
+        handle_exit(&mut v, &mut env, &host);
+        assert_eq!(
+            env.ports,
+            vec![(0xCFC, 2, None), (0xCF8, 4, Some(0x8000_2010))]
+        );
+        v.vmcb.control.exit_info1 = (0x80 << 16) | (4 << 4) | 1; // IN eax, 0x80
+        handle_exit(&mut v, &mut env, &host);
+        assert_eq!(v.vmcb.save.rax & 0xffff_ffff, 0xffff_ffff);
+        v.vmcb.control.exit_info1 = (0x3FD << 16) | (1 << 4) | 1;
         v.vmcb.control.exit_info1 |= 1 << 2; // string I/O
         assert!(matches!(
             handle_exit(&mut v, &mut env, &host),

@@ -9,6 +9,8 @@
 //! an errno-style `pv_abi::Error`.
 
 mod console;
+#[cfg(not(feature = "abi-1-1"))]
+mod dma;
 mod query;
 
 use alloc::vec::Vec;
@@ -64,6 +66,32 @@ pub struct MachineView {
     pub cpu_to_node: Vec<u32>,
 }
 
+/// A DMA exchange request, checked against the ABI's ranges
+/// (`pv_abi::dma`): whole pages, at most `DMA_EXCHANGE_MAX_PAGES`, an
+/// address limit of `DMA_EXCHANGE_MIN_BITS..=64` bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExchangeRequest {
+    /// First page (page-aligned).
+    pub gpa: Gpa,
+    /// Pages.
+    pub pages: u64,
+    /// The new memory lies below `2^address_bits`.
+    pub address_bits: u32,
+    /// Only the vnode's own physical node.
+    pub exact_node: bool,
+}
+
+/// What a DMA exchange did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exchanged {
+    /// Machine address of the range's first byte now.
+    pub maddr: pv_abi::Maddr,
+    /// The physical node of the new memory.
+    pub pnode: u32,
+    /// Whether that is not the vnode's physical node.
+    pub off_node: bool,
+}
+
 /// What a hypercall may see and do: the calling domain and the machine.
 pub trait HypercallEnv {
     fn memory(&mut self) -> &mut dyn GuestAccess;
@@ -73,9 +101,26 @@ pub trait HypercallEnv {
     fn node_pages(&self) -> Vec<u64>;
     /// Console output of the calling domain.
     fn console(&mut self, bytes: &[u8]);
+    /// `DMA_EXCHANGE` (ABI 1.2): trades the domain's pages for machine
+    /// memory below a limit, atomically (see `pv_abi::dma`). An environment
+    /// that cannot do it answers `Unsupported`.
+    fn dma_exchange(&mut self, request: ExchangeRequest) -> Result<Exchanged, pv_abi::Error> {
+        let _ = request;
+        Err(pv_abi::Error::Unsupported)
+    }
+    /// Port I/O the environment emulates for the domain beyond the console
+    /// (PCI configuration space, `pci::config`): `write` is the value
+    /// written (`None` for a read). Returns `Some(value read)` (anything
+    /// for a write) if the port is the environment's, `None` to leave it to
+    /// the default (reads of all ones, writes ignored).
+    fn port_io(&mut self, port: u16, size: u8, write: Option<u32>) -> Option<u32> {
+        let _ = (port, size, write);
+        None
+    }
 }
 
-/// What the hypervisor offers in this build (ABI 1.1 adds `VNODE_MEM`).
+/// What the hypervisor offers in this build (ABI 1.1 adds `VNODE_MEM`,
+/// ABI 1.2 `DMA_EXCHANGE`).
 pub const FEATURES: Features = {
     let f = Features::VNUMA
         .union(Features::PHYSINFO)
@@ -83,6 +128,8 @@ pub const FEATURES: Features = {
         .union(Features::VIRTUAL_ACPI);
     #[cfg(not(feature = "abi-1-0"))]
     let f = f.union(Features::VNODE_MEM);
+    #[cfg(not(feature = "abi-1-1"))]
+    let f = f.union(Features::DMA_EXCHANGE);
     f
 };
 
@@ -109,6 +156,8 @@ pub fn dispatch(args: &HypercallArgs, env: &mut dyn HypercallEnv) -> Outcome {
         HypercallRequest::PhysInfo { info } => query::physinfo(env, info),
         HypercallRequest::DomainNodePages { info } => query::domain_node_pages(env, info),
         HypercallRequest::Shutdown { status } => return Outcome::Shutdown(status),
+        #[cfg(not(feature = "abi-1-1"))]
+        HypercallRequest::DmaExchange { info } => dma::exchange(env, info),
     };
     Outcome::Return(HypercallResult::encode(result))
 }

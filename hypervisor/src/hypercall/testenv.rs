@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use pv_abi::{Error, Gpa, Pod, VmemRange};
 
-use super::{GuestAccess, HypercallEnv, MachineView, VnumaView};
+use super::{ExchangeRequest, Exchanged, GuestAccess, HypercallEnv, MachineView, VnumaView};
 
 pub struct TestMem {
     pub bytes: Vec<u8>,
@@ -38,6 +38,13 @@ pub struct TestEnv {
     pub mem: TestMem,
     pub vnuma: VnumaView,
     pub console: Vec<u8>,
+    /// DMA exchanges done (each answers machine 0x800000, pnode 0, off
+    /// node for vnode 1's memory).
+    pub exchanges: Vec<ExchangeRequest>,
+    /// What the next DMA exchange answers (`Ok`: the above).
+    pub exchange_result: Result<(), Error>,
+    /// Port accesses seen by `port_io` (port, size, value written).
+    pub ports: Vec<(u16, u8, Option<u32>)>,
 }
 
 impl TestEnv {
@@ -58,6 +65,9 @@ impl TestEnv {
                 vnode_placement: vec![(0, 8192), (1, 8192)],
             },
             console: Vec::new(),
+            exchanges: Vec::new(),
+            exchange_result: Ok(()),
+            ports: Vec::new(),
         }
     }
 
@@ -98,5 +108,24 @@ impl HypercallEnv for TestEnv {
 
     fn console(&mut self, bytes: &[u8]) {
         self.console.extend_from_slice(bytes);
+    }
+
+    /// Emulates 0xCF8-0xCFF: reads answer 0x11e81234.
+    fn port_io(&mut self, port: u16, size: u8, write: Option<u32>) -> Option<u32> {
+        if !(0xCF8..0xD00).contains(&port) {
+            return None;
+        }
+        self.ports.push((port, size, write));
+        Some(0x11e8_1234)
+    }
+
+    fn dma_exchange(&mut self, request: ExchangeRequest) -> Result<Exchanged, Error> {
+        self.exchange_result?;
+        self.exchanges.push(request);
+        Ok(Exchanged {
+            maddr: pv_abi::Maddr(0x80_0000),
+            pnode: 0,
+            off_node: request.gpa.0 >= 0x200_0000,
+        })
     }
 }

@@ -443,6 +443,43 @@ impl Heap {
         Ok(())
     }
 
+    /// Splits the allocated block `[mfn, mfn + 2^order)` into two allocated
+    /// blocks of `order - 1` (the upper one headed by `mfn + 2^(order-1)`),
+    /// both keeping the owner, so that its halves can be freed separately
+    /// (the DMA exchange gives back part of a domain's block). Nothing
+    /// changes on error: `order` 0, a frame that does not head an allocated
+    /// block of exactly `order`.
+    pub fn split(&mut self, mfn: Mfn, order: u8) -> Result<(), HeapError> {
+        if order == 0 || order > MAX_ORDER {
+            return Err(HeapError::InvalidArgument);
+        }
+        let ci = self.ft.chunk_of(mfn).ok_or(HeapError::NotRam(mfn))?;
+        let c = self.ft.chunks()[ci];
+        let head = index_in(&c, mfn);
+        let (state, allocated, owner) = {
+            let p = self.ft.page_at_mut(head);
+            (p.raw_state(), p.order, p.owner)
+        };
+        if state != RawState::AllocHead {
+            return Err(HeapError::NotAllocated(mfn));
+        }
+        if allocated != order {
+            return Err(HeapError::WrongOrder { mfn, allocated });
+        }
+        // The block lies in one chunk, so its upper half does too. Its
+        // interior pages hold no head state (live heads are disjoint), so
+        // marking the upper half's first page is all it takes.
+        let upper = head + (1u32 << (order - 1));
+        self.ft.page_at_mut(head).order = order - 1;
+        let p = self.ft.page_at_mut(upper);
+        p.set_raw_state(RawState::AllocHead);
+        p.order = order - 1;
+        p.owner = owner;
+        p.next = NO_INDEX;
+        p.prev = NO_INDEX;
+        Ok(())
+    }
+
     /// Records the owning domain of the allocated block headed by `mfn`.
     /// [`free`](Self::free) clears it.
     pub fn set_owner(&mut self, mfn: Mfn, owner: u32) -> Result<(), HeapError> {

@@ -14,7 +14,13 @@ pub const PRESENT: u64 = 1 << 0;
 pub const WRITABLE: u64 = 1 << 1;
 /// Nested walks are user accesses: every NPT entry needs this bit.
 pub const USER: u64 = 1 << 2;
+/// Page-level write-through and cache-disable: with the default PAT, both
+/// set make a leaf uncacheable (device memory).
+pub const PWT: u64 = 1 << 3;
+pub const PCD: u64 = 1 << 4;
 pub const HUGE: u64 = 1 << 7;
+/// No-execute.
+pub const NX: u64 = 1 << 63;
 const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 
 const SIZE_4K: u64 = 1 << 12;
@@ -58,6 +64,8 @@ pub enum MapError {
     AlreadyMapped(u64),
     /// No memory for a table page.
     OutOfMemory,
+    /// The page is not mapped (or not by a leaf this operation handles).
+    NotMapped(u64),
 }
 
 impl fmt::Display for MapError {
@@ -68,6 +76,7 @@ impl fmt::Display for MapError {
             }
             MapError::AlreadyMapped(a) => write!(f, "{a:#x} is already mapped"),
             MapError::OutOfMemory => write!(f, "out of memory for page tables"),
+            MapError::NotMapped(a) => write!(f, "{a:#x} is not mapped by a 4 KiB or 2 MiB page"),
         }
     }
 }
@@ -156,6 +165,12 @@ impl<M: TableMemory> PageTables<M> {
 
     /// Maps `[va, va + len)` to `[pa, pa + len)`.
     pub fn map(&mut self, va: u64, pa: u64, len: u64) -> Result<(), MapError> {
+        self.map_with(va, pa, len, 0)
+    }
+
+    /// [`map`](Self::map), with `extra` bits (such as [`PWT`] | [`PCD`] for
+    /// device memory) in every leaf.
+    pub fn map_with(&mut self, va: u64, pa: u64, len: u64, extra: u64) -> Result<(), MapError> {
         let aligned = (va | pa | len).is_multiple_of(SIZE_4K);
         let in_range =
             canonical_range(va, len) && pa.checked_add(len).is_some_and(|e| e <= TARGET_LIMIT);
@@ -174,7 +189,7 @@ impl<M: TableMemory> PageTables<M> {
                 if self.mem.read(l2, i) & PRESENT != 0 {
                     return Err(MapError::AlreadyMapped(v));
                 }
-                self.mem.write(l2, i, p | self.entry_flags | HUGE);
+                self.mem.write(l2, i, p | self.entry_flags | extra | HUGE);
                 self.pages_2m += 1;
                 off += SIZE_2M;
             } else {
@@ -183,11 +198,92 @@ impl<M: TableMemory> PageTables<M> {
                 if self.mem.read(l1, i) & PRESENT != 0 {
                     return Err(MapError::AlreadyMapped(v));
                 }
-                self.mem.write(l1, i, p | self.entry_flags);
+                self.mem.write(l1, i, p | self.entry_flags | extra);
                 self.pages_4k += 1;
                 off += SIZE_4K;
             }
         }
+        Ok(())
+    }
+
+    /// The page directory entry slot `(table, index)` covering `va`, if
+    /// the upper levels are present and not huge.
+    fn pd_slot(&self, va: u64) -> Option<(u64, usize)> {
+        let e3 = self.mem.read(self.root, Self::index(va, 3));
+        if e3 & PRESENT == 0 || e3 & HUGE != 0 {
+            return None;
+        }
+        let l3 = e3 & ADDR_MASK;
+        let e2 = self.mem.read(l3, Self::index(va, 2));
+        if e2 & PRESENT == 0 || e2 & HUGE != 0 {
+            return None;
+        }
+        Some((e2 & ADDR_MASK, Self::index(va, 1)))
+    }
+
+    /// Makes every page of `[va, va + len)` mapped by a 4 KiB leaf: a 2 MiB
+    /// page in the range becomes a page table with the same 512
+    /// translations and flags. Translations never change, so this is safe
+    /// on live tables (no TLB flush needed) and leaves them valid when it
+    /// fails midway ([`MapError::OutOfMemory`]). [`MapError::NotMapped`] if
+    /// a page of the range is not mapped (nothing is split then).
+    pub fn split_to_4k(&mut self, va: u64, len: u64) -> Result<(), MapError> {
+        if !(va | len).is_multiple_of(SIZE_4K) || !canonical_range(va, len) {
+            return Err(MapError::Misaligned);
+        }
+        let end = va.wrapping_add(len);
+        // Check first, so that a hole is reported before anything changes.
+        let mut v = va;
+        while v != end {
+            if self.translate(v).is_none() {
+                return Err(MapError::NotMapped(v));
+            }
+            v = v.wrapping_add(SIZE_4K);
+        }
+        let mut v = va;
+        while v != end {
+            let (l2, i) = self.pd_slot(v).ok_or(MapError::NotMapped(v))?;
+            let e = self.mem.read(l2, i);
+            if e & HUGE != 0 {
+                let t = self.mem.alloc_table().ok_or(MapError::OutOfMemory)?;
+                self.tables.push(t);
+                let base = e & ADDR_MASK & !(SIZE_2M - 1);
+                let flags = (e & 0xFFF & !HUGE) | (e & NX);
+                for k in 0..512u64 {
+                    self.mem.write(t, k as usize, (base + k * SIZE_4K) | flags);
+                }
+                self.mem.write(l2, i, t | self.entry_flags);
+                self.pages_2m -= 1;
+                self.pages_4k += 512;
+            }
+            v = (v & !(SIZE_2M - 1)).wrapping_add(SIZE_2M);
+            if end.wrapping_sub(va) <= v.wrapping_sub(va) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Points the 4 KiB leaf that maps `va` at `pa`, keeping its flags. The
+    /// page must be mapped by a 4 KiB leaf ([`split_to_4k`](Self::split_to_4k));
+    /// nothing changes on error. The caller flushes the TLB.
+    pub fn remap_4k(&mut self, va: u64, pa: u64) -> Result<(), MapError> {
+        if !(va | pa).is_multiple_of(SIZE_4K) || !canonical_range(va, SIZE_4K) || pa >= TARGET_LIMIT
+        {
+            return Err(MapError::Misaligned);
+        }
+        let (l2, i) = self.pd_slot(va).ok_or(MapError::NotMapped(va))?;
+        let e2 = self.mem.read(l2, i);
+        if e2 & PRESENT == 0 || e2 & HUGE != 0 {
+            return Err(MapError::NotMapped(va));
+        }
+        let l1 = e2 & ADDR_MASK;
+        let j = Self::index(va, 0);
+        let e = self.mem.read(l1, j);
+        if e & PRESENT == 0 {
+            return Err(MapError::NotMapped(va));
+        }
+        self.mem.write(l1, j, pa | (e & !ADDR_MASK));
         Ok(())
     }
 
@@ -291,6 +387,72 @@ mod tests {
         pt.map(0xFFFF_FFFF_8020_0000, 0x40_0000, 0x20_0000).unwrap();
         assert_eq!(pt.translate(0xFFFF_FFFF_8020_0123), Some(0x40_0123));
         assert_eq!(pt.translate(0xFFFF_0000_0000_0000), None);
+    }
+
+    #[test]
+    fn split_and_remap() {
+        let mut pt = PageTables::new(FakeMemory::default(), WRITABLE | USER).unwrap();
+        pt.map(0x20_0000, 0x4000_0000, 0x40_0000).unwrap();
+        pt.map_with(0x100_0000, 0xfe00_0000, 0x1000, PWT | PCD)
+            .unwrap();
+        assert_eq!((pt.pages_2m, pt.pages_4k), (2, 1));
+        // A hole: refused before anything changes.
+        assert_eq!(
+            pt.split_to_4k(0x5f_f000, 0x2000),
+            Err(MapError::NotMapped(0x60_0000))
+        );
+        assert_eq!((pt.pages_2m, pt.pages_4k), (2, 1));
+        assert_eq!(
+            pt.remap_4k(0x20_1000, 0x1000),
+            Err(MapError::NotMapped(0x20_1000)),
+            "a 2 MiB leaf is not remapped"
+        );
+        // Split the first 2 MiB page: same translations.
+        pt.split_to_4k(0x20_1000, 0x2000).unwrap();
+        assert_eq!((pt.pages_2m, pt.pages_4k), (1, 513));
+        for off in [0, 0x1234, 0x1f_f000] {
+            assert_eq!(pt.translate(0x20_0000 + off), Some(0x4000_0000 + off));
+        }
+        pt.remap_4k(0x20_1000, 0x9000).unwrap();
+        assert_eq!(pt.translate(0x20_1abc), Some(0x9abc));
+        assert_eq!(pt.translate(0x20_2000), Some(0x4000_2000));
+        // Splitting again is a no-op; a range over both pages splits the second.
+        pt.split_to_4k(0x20_0000, 0x40_0000).unwrap();
+        assert_eq!((pt.pages_2m, pt.pages_4k), (0, 1025));
+        assert_eq!(pt.translate(0x5f_ffff), Some(0x403f_ffff));
+        // The device page keeps its cache bits; remap keeps flags.
+        let leaf_flags = |pt: &PageTables<FakeMemory>, va: u64| {
+            pt.memory()
+                .pages
+                .values()
+                .flat_map(|t| t.iter())
+                .find(|e| **e & ADDR_MASK == pt.translate(va).unwrap() & !0xfff)
+                .map(|e| e & 0xfff)
+        };
+        assert_eq!(
+            leaf_flags(&pt, 0x100_0000),
+            Some(PRESENT | WRITABLE | USER | PWT | PCD)
+        );
+        assert_eq!(
+            pt.remap_4k(0x300_0000, 0x1000),
+            Err(MapError::NotMapped(0x300_0000))
+        );
+        assert_eq!(pt.remap_4k(0x20_1001, 0x1000), Err(MapError::Misaligned));
+        let mut small = PageTables::new(
+            FakeMemory {
+                limit: 4,
+                ..Default::default()
+            },
+            WRITABLE,
+        )
+        .unwrap();
+        small.map(0, 0, 0x40_0000).unwrap();
+        small.split_to_4k(0, 0x20_0000).unwrap();
+        assert_eq!(
+            small.split_to_4k(0x20_0000, 0x1000),
+            Err(MapError::OutOfMemory)
+        );
+        assert_eq!(small.translate(0x20_0000), Some(0x20_0000), "still mapped");
     }
 
     #[test]

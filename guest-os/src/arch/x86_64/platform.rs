@@ -10,7 +10,7 @@ use pv_abi::cpuid::CpuidRegs;
 use pv_abi::start_info::GPA_LIMIT;
 use pv_abi::{Gpa, HypercallArgs, PAGE_SIZE};
 
-use super::{cpu, paging, phys};
+use super::{cpu, paging, phys, port};
 use crate::platform::{FailMode, ImageInfo, Platform};
 
 extern "C" {
@@ -110,6 +110,47 @@ impl Platform for BareMetal {
     fn init_heap(&self, start: Gpa, size: u64) -> bool {
         (self.heap_init)(start.0, size);
         true
+    }
+
+    fn write_phys(&self, gpa: Gpa, bytes: &[u8]) {
+        // SAFETY: callers (the DMA layer's bounce copies) write only
+        // buffers the guest owns and has handed to the DMA API, inside the
+        // domain's identity-mapped memory; no Rust reference to them is
+        // live during the copy.
+        unsafe { phys::copy_to(gpa.0, bytes) }
+    }
+
+    fn pci_read(&self, address: u32) -> u32 {
+        port::pci_read(address)
+    }
+
+    fn pci_write(&self, address: u32, offset: u8, size: u8, value: u32) {
+        port::pci_write(address, offset, size, value);
+    }
+
+    fn map_mmio(&self, gpa: Gpa, len: u64) -> Result<(), String> {
+        paging::map_mmio(gpa.0, len).map_err(String::from)
+    }
+
+    fn mmio_read32(&self, gpa: Gpa) -> u32 {
+        // SAFETY: drivers pass registers of a BAR they mapped with
+        // `map_mmio` (uncached, at virtual == guest-physical).
+        unsafe { phys::mmio_read32(gpa.0) }
+    }
+
+    fn mmio_read64(&self, gpa: Gpa) -> u64 {
+        // SAFETY: as for `mmio_read32`.
+        unsafe { phys::mmio_read64(gpa.0) }
+    }
+
+    fn mmio_write32(&self, gpa: Gpa, value: u32) {
+        // SAFETY: as for `mmio_read32`.
+        unsafe { phys::mmio_write32(gpa.0, value) }
+    }
+
+    fn mmio_write64(&self, gpa: Gpa, value: u64) {
+        // SAFETY: as for `mmio_read32`.
+        unsafe { phys::mmio_write64(gpa.0, value) }
     }
 
     fn fail(&self, mode: FailMode, hole: Gpa) -> String {

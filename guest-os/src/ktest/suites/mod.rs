@@ -5,10 +5,23 @@ pub mod accounting;
 pub mod acpi;
 pub mod boot;
 pub mod buddy;
+pub mod dma;
+pub mod edu;
+pub mod fake_numa;
 pub mod hypercall_abi;
 pub mod memory;
 pub mod memoryless;
 pub mod mm_util;
+pub mod policy_bind;
+pub mod policy_default;
+pub mod policy_errors;
+pub mod policy_flags;
+pub mod policy_interleave;
+pub mod policy_preferred;
+pub mod policy_preferred_many;
+pub mod policy_util;
+pub mod policy_weighted_interleave;
+pub mod slab;
 pub mod thisnode;
 pub mod vnuma;
 pub mod zonelists;
@@ -22,9 +35,10 @@ use crate::boot::Guest;
 use crate::cmdline::Cmdline;
 use crate::platform::FailMode;
 
-/// Every suite, in run order. The memory-manager suites come last, and
-/// `accounting` last of them: it checks that every page came back.
-pub static ALL: [&Suite<Guest>; 11] = [
+/// Every suite, in run order. The memory-manager suites come after the
+/// boot ones, and `accounting` last of them: it checks that every page came
+/// back. The DMA suites (`dma`, `edu`) run at the end.
+pub static ALL: [&Suite<Guest>; 23] = [
     &boot::SUITE,
     &vnuma::SUITE,
     &acpi::SUITE,
@@ -35,7 +49,19 @@ pub static ALL: [&Suite<Guest>; 11] = [
     &buddy::SUITE,
     &memoryless::SUITE,
     &thisnode::SUITE,
+    &policy_default::SUITE,
+    &policy_preferred::SUITE,
+    &policy_bind::SUITE,
+    &policy_interleave::SUITE,
+    &policy_preferred_many::SUITE,
+    &policy_weighted_interleave::SUITE,
+    &policy_flags::SUITE,
+    &policy_errors::SUITE,
+    &slab::SUITE,
+    &fake_numa::SUITE,
     &accounting::SUITE,
+    &dma::SUITE,
+    &edu::SUITE,
 ];
 
 /// The garbage-hypercall suite, run last with `fail=hypercall`.
@@ -90,7 +116,19 @@ mod tests {
                 "buddy",
                 "memoryless",
                 "thisnode",
-                "accounting"
+                "policy_default",
+                "policy_preferred",
+                "policy_bind",
+                "policy_interleave",
+                "policy_preferred_many",
+                "policy_weighted_interleave",
+                "policy_flags",
+                "policy_errors",
+                "slab",
+                "fake_numa",
+                "accounting",
+                "dma",
+                "edu"
             ]
         );
         assert_eq!(

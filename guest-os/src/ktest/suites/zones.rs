@@ -15,7 +15,7 @@ use crate::boot::start_info::taken;
 use crate::boot::Guest;
 use crate::ktest::{ensure, problems, skip, Suite, Test, TestResult};
 use crate::mm::zone::DMA32_LIMIT;
-use crate::mm::{AllocError, Gfp, PageState, ZoneType};
+use crate::mm::{AllocError, Gfp, Node, PageState, ZoneType};
 use crate::numa::coalesce;
 
 /// The suite.
@@ -80,22 +80,46 @@ fn spans_follow_machine_addresses(g: &Guest) -> TestResult {
     problems(bad)
 }
 
+/// `(gpa, size, maddr)` of each start-info range of a node: its vnode's;
+/// with `numa=fake` the parts of start-info's ranges inside its emulated
+/// memory (fake nodes share vnodes, and may span two after Linux's
+/// wrap-around).
+fn node_ranges(g: &Guest, n: &Node) -> Vec<(u64, u64, u64)> {
+    let fake = g
+        .view
+        .as_ref()
+        .filter(|v| v.source == crate::numa::fake::SOURCE)
+        .and_then(|v| v.nodes.get(n.id() as usize));
+    match fake {
+        Some(f) => crate::numa::fake::phys_ranges(&g.si, &f.memory)
+            .iter()
+            .map(|r| (r.gpa.0, r.size, r.maddr.0))
+            .collect(),
+        None => {
+            g.si.vnode_ranges(n.vnode())
+                .map(|r| (r.gpa.0, r.size, r.maddr.0))
+                .collect()
+        }
+    }
+}
+
 /// Each zone's present pages, computed here from the start-info ranges of
 /// the node's vnode and the zone's machine limits; the first and last page
-/// of every range are in a zone of the right node.
+/// of every range are in a zone of the right node ([`node_ranges`]).
 fn zone_sizes_from_start_info(g: &Guest) -> TestResult {
     let mm = mm(g)?;
     let mut bad = Vec::new();
     for n in mm.nodes() {
+        let ranges = node_ranges(g, n);
         for t in ZoneType::ALL {
-            let want: u64 =
-                g.si.vnode_ranges(n.vnode())
-                    .map(|r| {
-                        let s = r.maddr.0.max(t.machine_start());
-                        let e = r.maddr.0.saturating_add(r.size).min(t.machine_end());
-                        e.saturating_sub(s) / PAGE_SIZE
-                    })
-                    .sum();
+            let want: u64 = ranges
+                .iter()
+                .map(|&(_, size, maddr)| {
+                    let s = maddr.max(t.machine_start());
+                    let e = maddr.saturating_add(size).min(t.machine_end());
+                    e.saturating_sub(s) / PAGE_SIZE
+                })
+                .sum();
             let got = n.zone(t).present();
             if got != want {
                 bad.push(format!(
@@ -104,11 +128,11 @@ fn zone_sizes_from_start_info(g: &Guest) -> TestResult {
                 ));
             }
         }
-        for r in g.si.vnode_ranges(n.vnode()) {
-            for gpa in [r.gpa.0, r.gpa.0 + r.size - PAGE_SIZE] {
+        for &(gpa0, size, maddr) in &ranges {
+            for gpa in [gpa0, gpa0 + size - PAGE_SIZE] {
                 let z = mm.page_zone(Gfn(gpa >> PAGE_SHIFT));
-                let want = r.to_maddr(Gpa(gpa)).map(ZoneType::of);
-                if z.map(|z| (z.nid, z.zone)) != want.map(|w| (n.id(), w)) {
+                let want = ZoneType::of(pv_abi::Maddr(maddr + (gpa - gpa0)));
+                if z.map(|z| (z.nid, z.zone)) != Some((n.id(), want)) {
                     bad.push(format!(
                         "page {gpa:#x}: zone {z:?}, expected node {} {want:?}",
                         n.id()
@@ -163,9 +187,7 @@ fn all_high_memory_no_low_zones(g: &Guest) -> TestResult {
     let mut bad = Vec::new();
     let mut all_high_nodes = 0;
     for n in mm.nodes().iter().filter(|n| n.has_memory()) {
-        let high =
-            g.si.vnode_ranges(n.vnode())
-                .all(|r| r.maddr.0 >= DMA32_LIMIT);
+        let high = node_ranges(g, n).iter().all(|r| r.2 >= DMA32_LIMIT);
         if high {
             all_high_nodes += 1;
             for t in [ZoneType::Dma, ZoneType::Dma32] {

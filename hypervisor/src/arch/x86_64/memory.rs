@@ -3,6 +3,7 @@
 
 use alloc::vec::Vec;
 
+use crate::domain::exchange::HeapTableMemory;
 use crate::mm::addr::{Maddr, Mfn, PAGE_SIZE};
 use crate::mm::heap::{AllocRequest, Heap};
 use crate::numa::NodeId;
@@ -63,5 +64,15 @@ impl TableMemory for HeapTables<'_> {
     fn write(&mut self, table: u64, index: usize, entry: u64) {
         // SAFETY: as for `read`; the page belongs to these tables.
         unsafe { (table as *mut u64).add(index & 511).write_volatile(entry) }
+    }
+}
+
+impl HeapTableMemory for HeapTables<'_> {
+    fn heap(&self) -> &Heap {
+        self.heap
+    }
+
+    fn heap_mut(&mut self) -> &mut Heap {
+        self.heap
     }
 }

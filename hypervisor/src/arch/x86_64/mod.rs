@@ -6,6 +6,7 @@ pub mod exit;
 pub mod idt;
 pub mod memory;
 pub mod paging;
+pub mod pci;
 pub mod port;
 pub mod serial;
 pub mod svm;

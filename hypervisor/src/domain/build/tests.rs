@@ -99,6 +99,7 @@ fn config(layout: LayoutKind, sizes: [u64; 2]) -> DomainConfig {
         layout,
         cmdline: "hello=1".into(),
         kernel: None,
+        pci: Vec::new(),
     }
 }
 

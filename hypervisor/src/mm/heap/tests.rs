@@ -239,6 +239,55 @@ fn bad_frees_change_nothing() {
 }
 
 #[test]
+fn split_blocks_free_in_parts() {
+    let mut h = heap(&[(r(GIB, MIB), NodeId(0))], 1, vec![10], vec![]);
+    let before = h.probe();
+    let a = h.alloc(3, AllocRequest::any()).unwrap();
+    h.set_owner(a, 9).unwrap();
+    let snap = h.probe();
+    // Refusals change nothing.
+    assert_eq!(h.split(a, 0), Err(HeapError::InvalidArgument));
+    assert_eq!(
+        h.split(a, 2),
+        Err(HeapError::WrongOrder {
+            mfn: a,
+            allocated: 3
+        })
+    );
+    assert_eq!(h.split(a.add(4), 2), Err(HeapError::NotAllocated(a.add(4))));
+    assert_eq!(h.split(Mfn(5), 1), Err(HeapError::NotRam(Mfn(5))));
+    assert_eq!(h.probe(), snap);
+    h.check_invariants().unwrap();
+    // 8 pages -> 4 + 4 -> 4 + 2 + 2.
+    h.split(a, 3).unwrap();
+    h.check_invariants().unwrap();
+    assert_eq!(
+        h.frame_table().state(a.add(5)),
+        Some(PageState::Allocated {
+            head: a.add(4),
+            order: 2
+        })
+    );
+    assert_eq!(h.owner(a.add(6)), Some(9), "the upper half keeps the owner");
+    h.split(a.add(4), 2).unwrap();
+    h.check_invariants().unwrap();
+    assert_eq!(h.probe(), snap, "splitting frees nothing");
+    assert_eq!(
+        h.free(a, 3),
+        Err(HeapError::WrongOrder {
+            mfn: a,
+            allocated: 2
+        })
+    );
+    h.free(a.add(6), 1).unwrap();
+    h.check_invariants().unwrap();
+    h.free(a, 2).unwrap();
+    h.free(a.add(4), 1).unwrap();
+    h.check_invariants().unwrap();
+    assert_eq!(h.probe(), before, "the halves merge back");
+}
+
+#[test]
 fn dma_limits_and_high_memory_first() {
     // 16 MiB low (with page 0), 16 MiB above 4 GiB, one node.
     let ranges = [
