@@ -13,6 +13,7 @@
 //! | `swiotlb=[N][,A][,force\|noforce]` | the bounce pool: `N` 2 KiB slots (default 512, 1 MiB), `A` areas; `force` bounces every DMA mapping, `noforce` none (Linux's syntax; `crate::dma::setup`) |
 //! | `dma=direct` | never bounce: a mapping a device cannot reach is refused (to show what goes wrong without bounce buffers) |
 //! | `edu.dma_bits=N` | the edu device's DMA mask width, as QEMU's `-device edu,dma_mask=` (default 28) |
+//! | `bench` | after the suites, time order-0 page alloc+free pairs in TSC cycles (`cargo xtask bench`) |
 //! | `numa=fake=N` | NUMA emulation: N fake nodes instead of the node view, as Linux's `split_nodes_interleave` (`crate::numa::fake`); Linux's size (`M`/`G`) and uniform (`U`) forms are not supported |
 
 use alloc::format;
@@ -35,6 +36,8 @@ pub struct Cmdline {
     pub numa_fake: Option<u32>,
     /// `swiotlb=`, `dma=`, `edu.dma_bits=`.
     pub dma: crate::dma::setup::DmaOptions,
+    /// `bench`: run the guest benchmarks after the suites.
+    pub bench: bool,
     /// What was not understood.
     pub warnings: Vec<String>,
 }
@@ -56,6 +59,7 @@ pub fn parse(cmdline: &str) -> Cmdline {
             None => (word, None),
         };
         match (key, value) {
+            ("bench", None) => c.bench = true,
             ("fail", Some(v)) => match FAIL_MODES.iter().find(|m| m.name() == v) {
                 Some(&m) => {
                     if let Some(old) = c.fail {

@@ -93,6 +93,12 @@ pub trait Platform {
     /// CPUID, if the platform has one.
     fn cpuid(&self, leaf: u32) -> Option<CpuidRegs>;
 
+    /// A cycle counter (the TSC on x86), for the benchmarks; `None` where
+    /// there is none.
+    fn cycles(&self) -> Option<u64> {
+        None
+    }
+
     /// Hands `[start, start + size)` (free, identity-mapped RAM) to the
     /// global allocator. `false` if the platform's allocator is another one
     /// (host tests).

@@ -469,6 +469,34 @@ fn cmd_bench() -> Result<i32, String> {
         "host benchmarks (release build)",
         cargo().args(["run", "--release", "--quiet", "--package", "bench"]),
     )?;
+    // The same allocator pair inside the guest, on the default machine, in
+    // TSC cycles (QEMU TCG's virtual TSC: compare runs with each other, not
+    // with the host's nanoseconds).
+    let qemu = qemu::ensure_qemu()?;
+    let images = images::build(None)?;
+    let cfg = RunConfig {
+        kernel: images.hypervisor,
+        modules: vec![format!("{} bench ktest=boot", images.guest.display())],
+        cmdline: String::new(),
+        machine_args: default_machine().qemu_args(),
+        timeout: xtask::DEFAULT_TIMEOUT,
+        gdb: false,
+        echo: false,
+    };
+    let result = qemu::run(&qemu, &cfg)?;
+    match result
+        .console
+        .lines()
+        .find_map(|l| l.split_once("guest: bench: ").map(|(_, r)| r.to_string()))
+    {
+        Some(line) => println!("{:<34} guest (QEMU TCG): {line}", "order-0 alloc+free pair"),
+        None => {
+            return Err(format!(
+                "the guest printed no benchmark ({})",
+                result.outcome.describe()
+            ))
+        }
+    }
     Ok(0)
 }
 

@@ -480,6 +480,11 @@ pub fn run(p: &'static dyn Platform, start_gpa: u64) -> ShutdownStatus {
     for f in &summary.failures {
         println!("guest: FAILED: {f}");
     }
+    if guest.cmdline.bench {
+        if let Some(mm) = &guest.mm {
+            crate::mm::bench::run(mm, &|| p.cycles());
+        }
+    }
     let status = if !summary.ok() && !guest.mismatches.is_empty() {
         ShutdownStatus::TOPOLOGY_MISMATCH
     } else if !summary.ok() || survived.is_some() {

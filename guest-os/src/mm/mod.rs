@@ -88,6 +88,7 @@
 //! back at the low watermark). No `ZONE_MOVABLE`. `NUMA_NO_NODE` is
 //! `u32::MAX`.
 
+pub mod bench;
 pub mod buddy;
 pub mod gfp;
 pub mod init;

@@ -84,3 +84,9 @@ pub fn triple_fault() -> ! {
         )
     }
 }
+
+/// Reads the time-stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the counter (CR4.TSD is clear at CPL 0).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}

@@ -57,6 +57,10 @@ impl Platform for BareMetal {
         cpu::vmmcall(regs)
     }
 
+    fn cycles(&self) -> Option<u64> {
+        Some(cpu::rdtsc())
+    }
+
     fn gpa_of(&self, va: u64) -> Option<Gpa> {
         let img = image();
         if img.contains(va) {
