@@ -126,16 +126,19 @@ impl List {
     };
 
     /// Pages on the list.
+    #[inline]
     pub const fn len(&self) -> u32 {
         self.len
     }
 
     /// Whether it is empty.
+    #[inline]
     pub const fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Adds `i` at the front.
+    #[inline]
     pub fn push_front(&mut self, m: &mut [PageMeta], i: u32) {
         m[i as usize].prev = NIL;
         m[i as usize].next = self.head;
@@ -149,6 +152,7 @@ impl List {
     }
 
     /// Adds `i` at the back.
+    #[inline]
     pub fn push_back(&mut self, m: &mut [PageMeta], i: u32) {
         m[i as usize].next = NIL;
         m[i as usize].prev = self.tail;
@@ -162,6 +166,7 @@ impl List {
     }
 
     /// Unlinks `i`, which is on this list.
+    #[inline]
     pub fn remove(&mut self, m: &mut [PageMeta], i: u32) {
         let PageMeta { prev, next, .. } = m[i as usize];
         if prev == NIL {
@@ -180,6 +185,7 @@ impl List {
     }
 
     /// Takes the first page.
+    #[inline]
     pub fn pop_front(&mut self, m: &mut [PageMeta]) -> Option<u32> {
         let i = self.head;
         (i != NIL).then(|| {
@@ -189,6 +195,7 @@ impl List {
     }
 
     /// Takes the last page.
+    #[inline]
     pub fn pop_back(&mut self, m: &mut [PageMeta]) -> Option<u32> {
         let i = self.tail;
         (i != NIL).then(|| {
@@ -313,6 +320,11 @@ pub struct BuddyCounts {
     pub allocated: u64,
     /// Reserved pages.
     pub reserved: u64,
+}
+
+/// The address of a frame in a [`FreeError`] (`u64::MAX` if it has none).
+fn gpa_of(gfn: Gfn) -> Gpa {
+    gfn.addr().unwrap_or(Gpa(u64::MAX))
 }
 
 /// The buddy allocator of one zone.
@@ -447,12 +459,14 @@ impl Buddy {
     }
 
     /// The span holding frame `gfn`.
+    #[inline]
     fn span_of(&self, gfn: u64) -> Option<usize> {
         let k = self.spans.partition_point(|s| s.end() <= gfn);
         (k < self.spans.len() && self.spans[k].gfn.0 <= gfn).then_some(k)
     }
 
     /// The metadata index of `gfn`, if the zone has that frame.
+    #[inline]
     pub fn idx_of(&self, gfn: Gfn) -> Option<u32> {
         self.span_of(gfn.0)
             .map(|k| self.spans[k].idx + (gfn.0 - self.spans[k].gfn.0) as u32)
@@ -470,13 +484,24 @@ impl Buddy {
         Maddr(s.maddr.0 + (u64::from(i - s.idx) << PAGE_SHIFT))
     }
 
+    /// The frame at metadata index `i` and its machine address (one span
+    /// lookup for both).
+    #[inline]
+    pub fn gfn_maddr_of(&self, i: u32) -> (Gfn, Maddr) {
+        let s = &self.spans[self.meta[i as usize].span as usize];
+        let off = u64::from(i - s.idx);
+        (Gfn(s.gfn.0 + off), Maddr(s.maddr.0 + (off << PAGE_SHIFT)))
+    }
+
     /// State and order of the frame at index `i`.
+    #[inline]
     pub fn state(&self, i: u32) -> (PageState, u32) {
         let m = &self.meta[i as usize];
         (m.state, u32::from(m.order))
     }
 
     /// Sets the head state of index `i`.
+    #[inline]
     pub(super) fn set_state(&mut self, i: u32, state: PageState, order: u32) {
         let m = &mut self.meta[i as usize];
         m.state = state;
@@ -484,6 +509,7 @@ impl Buddy {
     }
 
     /// The metadata, for the per-CPU lists.
+    #[inline]
     pub(super) fn meta_mut(&mut self) -> &mut [PageMeta] {
         &mut self.meta
     }
@@ -515,20 +541,36 @@ impl Buddy {
     /// Checks that `gfn` heads an allocated block of `order` and returns its
     /// index.
     pub fn validate_free(&self, gfn: Gfn, order: u32) -> Result<u32, FreeError> {
-        let gpa = gfn.addr().unwrap_or(Gpa(u64::MAX));
         if order > MAX_ORDER || gfn.0 & ((1u64 << order) - 1) != 0 {
             return Err(FreeError::InvalidOrder(order));
         }
-        let i = self.idx_of(gfn).ok_or(FreeError::NotManaged(gpa))?;
+        let Some(i) = self.idx_of(gfn) else {
+            return Err(FreeError::NotManaged(gpa_of(gfn)));
+        };
+        self.validate_allocated(i, gfn, order)
+    }
+
+    /// [`Buddy::validate_free`] for a frame whose index `i` the caller has
+    /// looked up already.
+    #[inline]
+    pub fn validate_free_at(&self, i: u32, gfn: Gfn, order: u32) -> Result<u32, FreeError> {
+        if order > MAX_ORDER || gfn.0 & ((1u64 << order) - 1) != 0 {
+            return Err(FreeError::InvalidOrder(order));
+        }
+        self.validate_allocated(i, gfn, order)
+    }
+
+    #[inline]
+    fn validate_allocated(&self, i: u32, gfn: Gfn, order: u32) -> Result<u32, FreeError> {
         match self.state(i) {
             (PageState::Allocated, o) if o == order => Ok(i),
             (PageState::Allocated, o) => Err(FreeError::WrongOrder {
-                gpa,
+                gpa: gpa_of(gfn),
                 allocated: o,
                 freed: order,
             }),
-            (PageState::Reserved, _) => Err(FreeError::Reserved(gpa)),
-            _ => Err(FreeError::NotAllocated(gpa)),
+            (PageState::Reserved, _) => Err(FreeError::Reserved(gpa_of(gfn))),
+            _ => Err(FreeError::NotAllocated(gpa_of(gfn))),
         }
     }
 

@@ -3,7 +3,7 @@
 
 use alloc::vec::Vec;
 
-use super::stats::{NodeStats, NumaStats};
+use super::stats::{NodeStats, NumaStat, NumaStats};
 use super::zone::{Zone, ZoneType, NR_ZONES};
 use super::zonelist::{Zonelist, ZonelistKind};
 
@@ -35,6 +35,7 @@ impl Node {
     }
 
     /// One zone.
+    #[inline]
     pub fn zone(&self, t: ZoneType) -> &Zone {
         &self.zones[t.index()]
     }
@@ -71,6 +72,7 @@ impl Node {
     }
 
     /// A zonelist.
+    #[inline]
     pub fn zonelist(&self, kind: ZonelistKind) -> &Zonelist {
         &self.zonelists[kind as usize]
     }
@@ -83,6 +85,13 @@ impl Node {
 
     /// The numastat counters now.
     pub fn numa_stats(&self) -> NumaStats {
-        self.stats.snapshot()
+        let mut s = self.stats.snapshot();
+        for z in &self.zones {
+            let c = z.numa_counts();
+            for st in NumaStat::ALL {
+                s.add(st, c.get(st));
+            }
+        }
+        s
     }
 }

@@ -60,6 +60,7 @@ impl NodeMask {
     }
 
     /// Whether `nid` is in the set (`node_isset`).
+    #[inline]
     pub const fn contains(self, nid: u32) -> bool {
         nid < Self::MAX_NODES && self.0 & (1 << nid) != 0
     }

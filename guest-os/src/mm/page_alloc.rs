@@ -18,7 +18,7 @@ use super::gfp::Gfp;
 use super::init::MmConfig;
 use super::node::Node;
 use super::nodemask::NodeMask;
-use super::stats::{zone_statistics, NodeStats, NumaStat, NumaStats};
+use super::stats::{NodeStats, NumaStat, NumaStats};
 use super::zone::{split_by_machine, Zone, ZoneInfo, ZoneType, NR_ZONES};
 use super::zonelist::{
     build_all_zonelists, default_zonelist_order, local_memory_node, CpuPenalty, OrderChoice,
@@ -348,6 +348,7 @@ impl Mm {
     }
 
     /// One node.
+    #[inline]
     pub fn node(&self, nid: u32) -> Option<&Node> {
         self.nodes.get(nid as usize)
     }
@@ -404,6 +405,7 @@ impl Mm {
     }
 
     /// `cpu_to_node(cpu)`; `NUMA_NO_NODE` for a CPU that does not exist.
+    #[inline]
     pub fn cpu_to_node(&self, cpu: u32) -> u32 {
         self.cpu_to_node
             .get(cpu as usize)
@@ -414,6 +416,7 @@ impl Mm {
     /// `cpu_to_mem(cpu)`: the CPU's local memory node, the node of the first
     /// zone of its node's fallback list (the node itself if it has memory,
     /// in node order; its nearest node with memory if not).
+    #[inline]
     pub fn cpu_to_mem(&self, cpu: u32) -> u32 {
         self.cpu_to_mem
             .get(cpu as usize)
@@ -422,6 +425,7 @@ impl Mm {
     }
 
     /// The CPU this code runs on (vCPU 0, unless inside [`Mm::with_cpu`]).
+    #[inline]
     pub fn current_cpu(&self) -> u32 {
         self.current_cpu.load(Ordering::Relaxed)
     }
@@ -432,6 +436,7 @@ impl Mm {
     }
 
     /// `numa_mem_id()`: the current CPU's local memory node.
+    #[inline]
     pub fn numa_mem_id(&self) -> u32 {
         self.cpu_to_mem(self.current_cpu())
     }
@@ -460,11 +465,13 @@ impl Mm {
     }
 
     /// A node's zonelist (`NODE_DATA(nid)->node_zonelists[kind]`).
+    #[inline]
     pub fn zonelist(&self, nid: u32, kind: ZonelistKind) -> Option<&Zonelist> {
         self.node(nid).map(|n| n.zonelist(kind))
     }
 
     /// `node_zonelist(nid, gfp)`: the no-fallback list with `THISNODE`.
+    #[inline]
     pub fn node_zonelist(&self, nid: u32, gfp: Gfp) -> Option<&Zonelist> {
         let kind = if gfp.contains(Gfp::THISNODE) {
             ZonelistKind::NoFallback
@@ -484,6 +491,7 @@ impl Mm {
     }
 
     /// A zone.
+    #[inline]
     pub fn zone(&self, z: ZoneRef) -> &Zone {
         self.nodes[z.nid as usize].zone(z.zone)
     }
@@ -548,21 +556,50 @@ impl Mm {
         preferred_nid: u32,
         nodemask: Option<&NodeMask>,
     ) -> Result<Page, AllocError> {
+        self.alloc_inline(gfp, order, preferred_nid, nodemask)
+    }
+
+    /// [`Mm::__alloc_pages`], inlined into the callers of the hot entry
+    /// points (a `Page` returned through memory from a call costs more than
+    /// the fast path itself).
+    #[inline(always)]
+    fn alloc_inline(
+        &self,
+        gfp: Gfp,
+        order: u32,
+        preferred_nid: u32,
+        nodemask: Option<&NodeMask>,
+    ) -> Result<Page, AllocError> {
         let r = self.try_alloc(gfp, order, preferred_nid, nodemask);
         if let Err(e) = r {
-            self.failures.fetch_add(1, Ordering::Relaxed);
-            if self.warn_on_failure.load(Ordering::Relaxed) && !gfp.contains(Gfp::NOWARN) {
-                let mask = nodemask.map_or(String::from("(null)"), |m| format!("{m}"));
-                crate::println!(
-                    "guest: page allocation failure: order:{order}, mode:{:#x}({gfp}), nodemask={mask}, node {preferred_nid}, cpu {}: {e}",
-                    gfp.bits(),
-                    self.current_cpu()
-                );
-            }
+            self.alloc_failed(gfp, order, preferred_nid, nodemask, e);
         }
         r
     }
 
+    /// Counts a failed allocation and reports it (`warn_alloc`).
+    #[cold]
+    #[inline(never)]
+    fn alloc_failed(
+        &self,
+        gfp: Gfp,
+        order: u32,
+        preferred_nid: u32,
+        nodemask: Option<&NodeMask>,
+        e: AllocError,
+    ) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        if self.warn_on_failure.load(Ordering::Relaxed) && !gfp.contains(Gfp::NOWARN) {
+            let mask = nodemask.map_or(String::from("(null)"), |m| format!("{m}"));
+            crate::println!(
+                "guest: page allocation failure: order:{order}, mode:{:#x}({gfp}), nodemask={mask}, node {preferred_nid}, cpu {}: {e}",
+                gfp.bits(),
+                self.current_cpu()
+            );
+        }
+    }
+
+    #[inline(always)]
     fn try_alloc(
         &self,
         gfp: Gfp,
@@ -581,47 +618,87 @@ impl Mm {
             .first_zone(highest, nodemask)
             .ok_or(AllocError::NoMemory)?;
         let cpu = self.current_cpu();
-        for attempt in 0..2 {
+        let local = self.cpu_to_node(cpu);
+        // Fast path: the preferred zone is the first of the walk (for order
+        // 0 usually a hit on the current CPU's per-CPU list).
+        if let Some(p) = self.rmqueue(preferred, cpu, order, preferred.nid, local) {
+            return Ok(p);
+        }
+        self.alloc_rest(zl, highest, nodemask, cpu, order, preferred.nid, local)
+    }
+
+    /// The rest of the walk after the preferred zone, then the slow path's
+    /// `drain_all_pages` and one more walk before giving up.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn alloc_rest(
+        &self,
+        zl: &Zonelist,
+        highest: ZoneType,
+        nodemask: Option<&NodeMask>,
+        cpu: u32,
+        order: u32,
+        preferred: u32,
+        local: u32,
+    ) -> Result<Page, AllocError> {
+        for z in zl.allowed(highest, nodemask).skip(1) {
+            if let Some(p) = self.rmqueue(z, cpu, order, preferred, local) {
+                return Ok(p);
+            }
+        }
+        let mut drained = 0;
+        for z in zl.allowed(highest, nodemask) {
+            if self.zone(z).has_pcp_pages() {
+                drained += self.zone(z).drain(None);
+            }
+        }
+        if drained > 0 {
             for z in zl.allowed(highest, nodemask) {
-                if let Some((gfn, maddr)) = self.zone(z).rmqueue(cpu, order) {
-                    let local = self.cpu_to_node(cpu);
-                    for (nid, stat) in zone_statistics(preferred.nid, z.nid, local) {
-                        self.nodes[nid as usize].stats.add(stat, 1);
-                    }
-                    return Ok(Page {
-                        gfn,
-                        order,
-                        nid: z.nid,
-                        zone: z.zone,
-                        maddr,
-                    });
+                if let Some(p) = self.rmqueue(z, cpu, order, preferred, local) {
+                    return Ok(p);
                 }
-            }
-            // The slow path's `drain_all_pages` before giving up.
-            let mut drained = 0;
-            if attempt == 0 {
-                for z in zl.allowed(highest, nodemask) {
-                    if self.zone(z).has_pcp_pages() {
-                        drained += self.zone(z).drain(None);
-                    }
-                }
-            }
-            if drained == 0 {
-                break;
             }
         }
         Err(AllocError::NoMemory)
     }
 
+    /// `rmqueue` from zone `z`, counted with `zone_statistics` (the page's
+    /// node's counters under the zone lock, `numa_foreign` on the preferred
+    /// node on a miss).
+    #[inline(always)]
+    fn rmqueue(
+        &self,
+        z: ZoneRef,
+        cpu: u32,
+        order: u32,
+        preferred: u32,
+        local: u32,
+    ) -> Option<Page> {
+        let (gfn, maddr) = self.zone(z).rmqueue(cpu, order, preferred, local)?;
+        if z.nid != preferred {
+            self.nodes[preferred as usize]
+                .stats
+                .add(NumaStat::Foreign, 1);
+        }
+        Some(Page {
+            gfn,
+            order,
+            nid: z.nid,
+            zone: z.zone,
+            maddr,
+        })
+    }
+
     /// `alloc_pages_node(nid, gfp, order)`: prefers `nid` (the current
     /// CPU's local memory node for [`NUMA_NO_NODE`]).
+    #[inline]
     pub fn alloc_pages_node(&self, nid: u32, gfp: Gfp, order: u32) -> Result<Page, AllocError> {
         let nid = if nid == NUMA_NO_NODE {
             self.numa_mem_id()
         } else {
             nid
         };
-        self.__alloc_pages(gfp, order, nid, None)
+        self.alloc_inline(gfp, order, nid, None)
     }
 
     /// `alloc_pages(gfp, order)` with the default (local) policy: prefers
@@ -644,7 +721,19 @@ impl Mm {
     }
 
     /// `__free_pages(page, order)` for a block [`Mm::alloc_pages`] returned.
+    /// The zone the page says it came from is tried first (zones do not
+    /// overlap, so if it has the frame it is the frame's zone); the frame
+    /// is looked up as [`Mm::free_pages`] does if not.
+    #[inline]
     pub fn free(&self, page: Page) -> Result<(), FreeError> {
+        if let Some(node) = self.nodes.get(page.nid as usize) {
+            // A frame of a zone is below 2^52, so `page.gpa()` does not wrap
+            // and its frame is `page.gfn`.
+            let cpu = self.current_cpu();
+            if let Some(r) = node.zone(page.zone).free_if_here(cpu, page.gfn, page.order) {
+                return r;
+            }
+        }
         self.free_pages(page.gpa(), page.order)
     }
 

@@ -48,31 +48,46 @@ impl PcpParams {
 /// Takes an order-0 page for a CPU whose list is `pcp`, refilling the list
 /// with up to `batch` pages from the buddy lists when it is empty. The page
 /// comes back marked allocated.
+#[inline]
 pub fn alloc(b: &mut Buddy, pcp: &mut List, p: PcpParams) -> Option<u32> {
     if pcp.is_empty() {
-        for _ in 0..p.batch {
-            let Some(i) = b.alloc(0) else { break };
-            b.set_state(i, PageState::Pcp, 0);
-            pcp.push_back(b.meta_mut(), i);
-        }
+        refill(b, pcp, p);
     }
     let i = pcp.pop_front(b.meta_mut())?;
     b.set_state(i, PageState::Allocated, 0);
     Some(i)
 }
 
+/// `rmqueue_bulk`: up to `batch` pages from the buddy lists onto `pcp`.
+#[inline(never)]
+fn refill(b: &mut Buddy, pcp: &mut List, p: PcpParams) {
+    for _ in 0..p.batch {
+        let Some(i) = b.alloc(0) else { break };
+        b.set_state(i, PageState::Pcp, 0);
+        pcp.push_back(b.meta_mut(), i);
+    }
+}
+
 /// Frees the allocated order-0 page `i` onto the list `pcp`; bulk-frees
 /// `batch` pages from the back once the list reaches `high`.
+#[inline]
 pub fn free(b: &mut Buddy, pcp: &mut List, i: u32, p: PcpParams) {
     b.set_state(i, PageState::Pcp, 0);
     pcp.push_front(b.meta_mut(), i);
     if pcp.len() >= p.high {
-        for _ in 0..p.batch {
-            let Some(j) = pcp.pop_back(b.meta_mut()) else {
-                break;
-            };
-            b.free(j, 0);
-        }
+        free_bulk(b, pcp, p);
+    }
+}
+
+/// `free_pcppages_bulk`: `batch` pages from the back of `pcp` to the buddy
+/// lists.
+#[inline(never)]
+fn free_bulk(b: &mut Buddy, pcp: &mut List, p: PcpParams) {
+    for _ in 0..p.batch {
+        let Some(j) = pcp.pop_back(b.meta_mut()) else {
+            break;
+        };
+        b.free(j, 0);
     }
 }
 

@@ -19,6 +19,7 @@ use spin::Mutex;
 
 use super::buddy::{Buddy, BuddyCounts, FreeError, List, PageState, Span, NR_ORDERS};
 use super::pcp::{self, PcpParams};
+use super::stats::{NumaStat, NumaStats, NR_NUMA_STATS};
 
 /// Zone types, lowest first (Linux's `enum zone_type` on x86-64, without
 /// `ZONE_MOVABLE` and `ZONE_DEVICE`, which this guest never populates).
@@ -173,6 +174,12 @@ struct ZoneInner {
     buddy: Buddy,
     /// One list per vCPU.
     pcp: Vec<List>,
+    /// The numastat counters the zone's allocations add to its node
+    /// (`numa_hit`, `numa_miss`, `local_node`, `other_node`), counted under
+    /// the zone lock the allocation holds anyway, as Linux counts them in
+    /// per-CPU zone counters without atomics; [`super::Node::numa_stats`]
+    /// sums them with the node's own counters.
+    numa: [u64; NR_NUMA_STATS],
 }
 
 /// One zone of one node.
@@ -203,6 +210,7 @@ impl Zone {
             inner: Mutex::new(ZoneInner {
                 buddy,
                 pcp: alloc::vec![List::EMPTY; nr_cpus.max(1) as usize],
+                numa: [0; NR_NUMA_STATS],
             }),
         }
     }
@@ -243,12 +251,14 @@ impl Zone {
     }
 
     /// The span holding `gfn`.
+    #[inline]
     pub fn span_of(&self, gfn: Gfn) -> Option<&Span> {
         let k = self.spans.partition_point(|s| s.end() <= gfn.0);
         self.spans.get(k).filter(|s| s.gfn.0 <= gfn.0)
     }
 
     /// Whether the zone has frame `gfn`.
+    #[inline]
     pub fn contains(&self, gfn: Gfn) -> bool {
         self.span_of(gfn).is_some()
     }
@@ -260,36 +270,96 @@ impl Zone {
     }
 
     /// `rmqueue`: a block of `order` for `cpu` (order 0 through its per-CPU
-    /// list), as its first frame and that frame's machine address.
-    pub(super) fn rmqueue(&self, cpu: u32, order: u32) -> Option<(Gfn, Maddr)> {
+    /// list), as its first frame and that frame's machine address. A
+    /// successful allocation counts `numa_hit` (the zone is on `preferred`)
+    /// or `numa_miss`, and `local_node` (the zone is on `local`, the CPU's
+    /// node) or `other_node`, on the zone's node (Linux's
+    /// `zone_statistics`; `numa_foreign` on the preferred node is the
+    /// caller's).
+    #[inline(always)]
+    pub(super) fn rmqueue(
+        &self,
+        cpu: u32,
+        order: u32,
+        preferred: u32,
+        local: u32,
+    ) -> Option<(Gfn, Maddr)> {
         let mut z = self.inner.lock();
-        let ZoneInner { buddy, pcp } = &mut *z;
+        let ZoneInner { buddy, pcp, numa } = &mut *z;
         let i = if order == 0 {
             let list = pcp.get_mut(cpu as usize)?;
             pcp::alloc(buddy, list, self.pcp_params)?
         } else {
             buddy.alloc(order)?
         };
-        Some((buddy.gfn_of(i), buddy.maddr_of(i)))
+        let hit = if self.nid == preferred {
+            NumaStat::Hit
+        } else {
+            NumaStat::Miss
+        };
+        let loc = if self.nid == local {
+            NumaStat::LocalNode
+        } else {
+            NumaStat::OtherNode
+        };
+        numa[hit as usize] += 1;
+        numa[loc as usize] += 1;
+        Some(buddy.gfn_maddr_of(i))
     }
 
     /// Frees the block of `order` at `gfn` (order 0 to `cpu`'s list).
+    #[inline]
     pub(super) fn free(&self, cpu: u32, gfn: Gfn, order: u32) -> Result<(), FreeError> {
         let mut z = self.inner.lock();
-        let ZoneInner { buddy, pcp } = &mut *z;
+        let ZoneInner { buddy, pcp, .. } = &mut *z;
         let i = buddy.validate_free(gfn, order)?;
+        Self::free_at(buddy, pcp, self.pcp_params, cpu, i, order);
+        Ok(())
+    }
+
+    /// [`Zone::free`] if the zone has frame `gfn`; `None` (nothing done) if
+    /// not.
+    #[inline]
+    pub(super) fn free_if_here(
+        &self,
+        cpu: u32,
+        gfn: Gfn,
+        order: u32,
+    ) -> Option<Result<(), FreeError>> {
+        // The zone's spans are its buddy allocator's, so this is the index
+        // `Buddy::validate_free` would find.
+        let s = self.span_of(gfn)?;
+        let i = s.idx + (gfn.0 - s.gfn.0) as u32;
+        let mut z = self.inner.lock();
+        let ZoneInner { buddy, pcp, .. } = &mut *z;
+        Some(buddy.validate_free_at(i, gfn, order).map(|i| {
+            Self::free_at(buddy, pcp, self.pcp_params, cpu, i, order);
+        }))
+    }
+
+    #[inline]
+    fn free_at(buddy: &mut Buddy, pcp: &mut [List], p: PcpParams, cpu: u32, i: u32, order: u32) {
         match pcp.get_mut(cpu as usize) {
-            Some(list) if order == 0 => pcp::free(buddy, list, i, self.pcp_params),
+            Some(list) if order == 0 => pcp::free(buddy, list, i, p),
             _ => buddy.free(i, order),
         }
-        Ok(())
+    }
+
+    /// The numastat counters this zone's allocations added to its node.
+    pub(super) fn numa_counts(&self) -> NumaStats {
+        let z = self.inner.lock();
+        let mut s = NumaStats::default();
+        for st in NumaStat::ALL {
+            s.add(st, z.numa[st as usize]);
+        }
+        s
     }
 
     /// Returns the per-CPU pages of `cpu` (every CPU for `None`) to the
     /// buddy lists; the number of pages.
     pub fn drain(&self, cpu: Option<u32>) -> u64 {
         let mut z = self.inner.lock();
-        let ZoneInner { buddy, pcp } = &mut *z;
+        let ZoneInner { buddy, pcp, .. } = &mut *z;
         let mut n = 0;
         for (c, list) in pcp.iter_mut().enumerate() {
             if cpu.is_none_or(|x| x as usize == c) {

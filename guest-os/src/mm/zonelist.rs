@@ -89,6 +89,7 @@ impl Zonelist {
 
     /// The zones an allocation may use (`for_each_zone_zonelist_nodemask`):
     /// type at most `highest`, node in `nodemask` if one is given.
+    #[inline]
     pub fn allowed<'a>(
         &'a self,
         highest: ZoneType,
@@ -101,6 +102,7 @@ impl Zonelist {
     }
 
     /// The first of those (`first_zones_zonelist`): the preferred zone.
+    #[inline]
     pub fn first_zone(&self, highest: ZoneType, nodemask: Option<&NodeMask>) -> Option<ZoneRef> {
         self.allowed(highest, nodemask).next()
     }
