@@ -2,6 +2,7 @@
 
 mod domains;
 mod selftest;
+mod smp;
 mod svm_maps;
 
 use alloc::vec::Vec;
@@ -127,8 +128,11 @@ extern "C" fn hypervisor_main(magic: u32, info: u32) -> ! {
     }
 
     let ram = boot.usable_ram();
+    // Chosen before any heap takes memory; the heaps never take memory
+    // below 1 MiB (reserved just below), so the page stays the trampoline's.
+    let trampoline_page = smp::trampoline_page(&ram, &boot.loader_data);
     let mut reserved: Vec<MemRange> = Vec::new();
-    reserved.push(MemRange::from_base_len(0, 1 << 20)); // real-mode and BIOS area
+    reserved.push(MemRange::from_base_len(0, 1 << 20)); // real-mode and BIOS area, AP trampoline
     reserved.push(image_range());
     reserved.extend(boot.loader_data.iter().copied());
     grow_allocator(&ram, &mut reserved);
@@ -161,7 +165,8 @@ extern "C" fn hypervisor_main(magic: u32, info: u32) -> ! {
         crash_on_purpose(crash);
     }
     let mut status = selftest::heap_self_test(&mut heap, &topology);
-    match svm::enable() {
+    let host_save = svm::HostSavePage::boot_cpu().expect("the boot CPU's host save page");
+    match svm::enable(host_save) {
         Ok(info) => {
             println!(
                 "numavisor: svm: revision {}, {} ASIDs, next-RIP save {}",
@@ -169,7 +174,12 @@ extern "C" fn hypervisor_main(magic: u32, info: u32) -> ! {
                 info.nr_asids,
                 if info.next_rip_save { "yes" } else { "no" }
             );
-            if selftest::svm_self_test(&mut heap) != ExitCode::Success {
+            if selftest::svm_self_test(&mut heap, true) != ExitCode::Success {
+                status = ExitCode::Failure;
+            }
+            if options.smp_off {
+                println!("numavisor: smp: off (command line): only the boot CPU runs");
+            } else if smp::start_aps(&topology, &mut heap, trampoline_page) != ExitCode::Success {
                 status = ExitCode::Failure;
             }
             let domains = domains::run_all(

@@ -11,6 +11,8 @@
 //! - `mirror-pci=00:04.0[,00:05.0...]`: PCI devices assigned to the mirror
 //!   domain (the one run when no domain config is given), as a config's
 //!   `pci = [ ... ]` assigns them to its domain (see `crate::pci`).
+//! - `smp=off`: start only the boot CPU, not the application processors;
+//!   `smp=on` is the default.
 //! - `crash=panic|fault|hang`: a test aid that proves the failure paths end
 //!   the run as documented (a panic report, a CPU exception report, the
 //!   host's time-out). Triggered once the machine has been printed.
@@ -33,6 +35,8 @@ pub struct CommandLine {
     pub ignore_abi_note: bool,
     /// `mirror-pci=`: PCI devices for the mirror domain.
     pub mirror_pci: Vec<Bdf>,
+    /// `smp=off`: do not start the application processors.
+    pub smp_off: bool,
     /// Options that could not be used, each with the reason.
     pub warnings: Vec<String>,
 }
@@ -89,6 +93,12 @@ pub fn parse(cmdline: &str) -> CommandLine {
                         .push(format!("mirror-pci={list}: {e}; ignored")),
                 }
             }
+            ("smp", Some("off")) => out.smp_off = true,
+            ("smp", Some("on")) => out.smp_off = false,
+            ("smp", v) => out.warnings.push(format!(
+                "smp={}: expected on or off; ignored",
+                v.unwrap_or("")
+            )),
             ("crash", Some("panic")) => out.crash = Some(Crash::Panic),
             ("crash", Some("fault")) => out.crash = Some(Crash::Fault),
             ("crash", Some("hang")) => out.crash = Some(Crash::Hang),
@@ -123,6 +133,9 @@ mod tests {
         assert_eq!(parse("crash=fault").crash, Some(Crash::Fault));
         assert!(parse("abi-note=ignore").ignore_abi_note);
         assert!(!parse("abi-note=ignore abi-note=check").ignore_abi_note);
+        assert!(parse("smp=off").smp_off);
+        assert!(!parse("smp=off smp=on").smp_off);
+        assert!(!parse("").smp_off);
         assert_eq!(
             parse("mirror-pci=00:04.0,00:05.0").mirror_pci,
             vec![
@@ -134,6 +147,8 @@ mod tests {
             "mirror-pci=00:04",
             "mirror-pci",
             "crash=maybe",
+            "smp=maybe",
+            "smp",
             "abi-note=maybe",
             "crash",
             "numa=fake=0",

@@ -161,22 +161,26 @@ const KERNEL_CS: u16 = 0x08;
 /// Present, DPL 0, 64-bit interrupt gate.
 const INTERRUPT_GATE: u8 = 0x8E;
 
-/// Installs the exception vectors on this CPU.
+/// Installs the exception vectors on this CPU. The first call (the boot
+/// CPU) fills the table; every CPU loads the same table.
 pub fn init() {
     let mut idt = IDT.lock();
-    for (vector, gate) in idt.iter_mut().enumerate() {
-        // SAFETY: `exc_stub_table` is an immutable table of 32 addresses
-        // defined in the assembly above.
-        let handler = unsafe { exc_stub_table[vector] };
-        *gate = Gate {
-            offset_low: handler as u16,
-            selector: KERNEL_CS,
-            ist: 0,
-            type_attr: INTERRUPT_GATE,
-            offset_mid: (handler >> 16) as u16,
-            offset_high: (handler >> 32) as u32,
-            reserved: 0,
-        };
+    let filled = idt[0].type_attr != 0;
+    if !filled {
+        for (vector, gate) in idt.iter_mut().enumerate() {
+            // SAFETY: `exc_stub_table` is an immutable table of 32 addresses
+            // defined in the assembly above.
+            let handler = unsafe { exc_stub_table[vector] };
+            *gate = Gate {
+                offset_low: handler as u16,
+                selector: KERNEL_CS,
+                ist: 0,
+                type_attr: INTERRUPT_GATE,
+                offset_mid: (handler >> 16) as u16,
+                offset_high: (handler >> 32) as u32,
+                reserved: 0,
+            };
+        }
     }
     let pointer = IdtPointer {
         limit: (size_of::<[Gate; 32]>() - 1) as u16,

@@ -9,4 +9,7 @@ pub mod paging;
 pub mod pci;
 pub mod port;
 pub mod serial;
+pub mod smp;
+pub mod smp_plan;
 pub mod svm;
+pub mod timer;

@@ -1,7 +1,9 @@
 //! The SVM instructions: turning SVM on and running a guest.
 
+use alloc::alloc::{alloc_zeroed, Layout};
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use super::cpu::{cpuid, rdmsr, wrmsr};
 use crate::svm::vcpu::GuestRegs;
@@ -52,10 +54,39 @@ struct HostSaveArea(UnsafeCell<[u8; 4096]>);
 // never reads or writes it.
 unsafe impl Sync for HostSaveArea {}
 
-static HOST_SAVE: HostSaveArea = HostSaveArea(UnsafeCell::new([0; 4096]));
+/// The boot CPU's host save area.
+static BOOT_CPU_HOST_SAVE: HostSaveArea = HostSaveArea(UnsafeCell::new([0; 4096]));
+static BOOT_CPU_HOST_SAVE_TAKEN: AtomicBool = AtomicBool::new(false);
 
-/// Checks for SVM with nested paging and turns it on for this CPU.
-pub fn enable() -> Result<SvmInfo, SvmError> {
+/// A page the CPU saves host state into on VMRUN (VM_HSAVE_PA): one per
+/// CPU, owned by that CPU for the rest of the run.
+#[derive(Debug)]
+pub struct HostSavePage(u64);
+
+impl HostSavePage {
+    /// The boot CPU's page (a static); `None` after the first call.
+    pub fn boot_cpu() -> Option<Self> {
+        if BOOT_CPU_HOST_SAVE_TAKEN.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        Some(HostSavePage(BOOT_CPU_HOST_SAVE.0.get() as u64))
+    }
+
+    /// A fresh page from the hypervisor's heap (for an application
+    /// processor); it is never freed.
+    pub fn allocate() -> Option<Self> {
+        let layout = Layout::from_size_align(4096, 4096).ok()?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        // The hypervisor heap lies in the identity map: the pointer is the
+        // page's machine address.
+        (!ptr.is_null()).then_some(HostSavePage(ptr as u64))
+    }
+}
+
+/// Checks for SVM with nested paging and turns it on for this CPU, with
+/// `host_save` (this CPU's own page) as its host save area.
+pub fn enable(host_save: HostSavePage) -> Result<SvmInfo, SvmError> {
     let max_ext = cpuid(0x8000_0000, 0).eax;
     if max_ext < 0x8000_000A || cpuid(0x8000_0001, 0).ecx & (1 << 2) == 0 {
         return Err(SvmError::NoSvm);
@@ -68,11 +99,12 @@ pub fn enable() -> Result<SvmInfo, SvmError> {
         return Err(SvmError::NoNestedPaging);
     }
     // SAFETY: setting EFER.SVME only makes the SVM instructions available;
-    // the host save area is a static page owned by the CPU from now on (the
+    // the host save area is a page given to this CPU alone (`HostSavePage`
+    // values are never duplicated), owned by the CPU from now on (the
     // identity map makes its address the machine address).
     unsafe {
         wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SVME);
-        wrmsr(MSR_VM_HSAVE_PA, HOST_SAVE.0.get() as u64);
+        wrmsr(MSR_VM_HSAVE_PA, host_save.0);
     }
     Ok(SvmInfo {
         revision: features.eax & 0xff,
