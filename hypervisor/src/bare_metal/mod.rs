@@ -143,7 +143,7 @@ extern "C" fn hypervisor_main(magic: u32, info: u32) -> ! {
     }
 
     let topology = discover_topology(&ram, &options);
-    let mut heap = build_heap(&topology, &ram, &reserved);
+    let mut heap = build_heap(&topology, &reserved);
 
     print_topology(&topology);
     println!("numavisor: machine (xl info -n):");
@@ -305,7 +305,7 @@ fn discover_topology(ram: &[MemRange], options: &cmdline::CommandLine) -> Topolo
     topology::build(&input, &mut |w: &str| warn(w))
 }
 
-fn build_heap(topology: &Topology, ram: &[MemRange], reserved: &[MemRange]) -> Heap {
+fn build_heap(topology: &Topology, reserved: &[MemRange]) -> Heap {
     let mut ranges = Vec::new();
     for n in &topology.nodes {
         for r in &n.memory {
@@ -324,19 +324,13 @@ fn build_heap(topology: &Topology, ram: &[MemRange], reserved: &[MemRange]) -> H
     );
     let heap_topology = HeapTopology {
         nr_nodes: topology.nr_nodes(),
-        distances: topology
-            .nodes
-            .iter()
-            .flat_map(|a| topology.nodes.iter().map(move |b| (a.id, b.id)))
-            .map(|(a, b)| topology.distance(a, b))
-            .collect(),
+        distances: topology.distances().to_vec(),
         cpu_nodes: topology.cpus.iter().map(|c| c.node).collect(),
     };
     let mut heap = match Heap::new(ft, heap_topology) {
         Ok(h) => h,
         Err(e) => fatal(ExitCode::Failure, format_args!("NUMA heap: {e}")),
     };
-    let _ = ram;
     for (range, _) in &ranges {
         let mut free = Vec::new();
         multiboot::subtract_into(*range, reserved.iter().copied(), &mut free);
