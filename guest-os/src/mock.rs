@@ -410,6 +410,15 @@ impl MockHv {
                 self.write_guest(info.0, r.as_bytes())?;
                 Ok(16 << 20)
             }
+            // One vCPU in the mock: vCPU 0 is up and no other can start.
+            #[cfg(not(feature = "abi-1-2"))]
+            HypercallRequest::VcpuOp { op } => {
+                needs(Features::VCPU_OP)?;
+                match op {
+                    pv_abi::VcpuOp::IsUp { vcpu } => Ok(u64::from(vcpu == 0)),
+                    _ => Err(Error::Unsupported),
+                }
+            }
         }
     }
 

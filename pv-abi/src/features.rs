@@ -50,6 +50,12 @@ impl Features {
     /// Without it a guest has no bounce pool a limited device can reach.
     #[cfg(not(feature = "abi-1-1"))]
     pub const DMA_EXCHANGE: Features = Features(1 << 5);
+    /// [`Hypercall::VcpuOp`](crate::Hypercall::VcpuOp) is available: the
+    /// domain brings its secondary vCPUs up and down itself, and each runs
+    /// on a physical CPU of its vnode's node (ABI 1.3, see
+    /// [`vcpu`](crate::vcpu)). Without it only vCPU 0 runs.
+    #[cfg(not(feature = "abi-1-2"))]
+    pub const VCPU_OP: Features = Features(1 << 6);
 
     /// Bit 63, never assigned (keeps the word out of the error range).
     pub const RESERVED: Features = Features(1 << 63);
@@ -63,9 +69,16 @@ impl Features {
     #[cfg(not(feature = "abi-1-0"))]
     pub const V1_1: Features = Features(Self::V1_0.0 | Self::VNODE_MEM.0);
 
-    /// Every bit this version of the crate defines.
+    /// The bits ABI 1.2 defines.
     #[cfg(not(feature = "abi-1-1"))]
-    pub const KNOWN: Features = Features(Self::V1_1.0 | Self::DMA_EXCHANGE.0);
+    pub const V1_2: Features = Features(Self::V1_1.0 | Self::DMA_EXCHANGE.0);
+
+    /// Every bit this version of the crate defines.
+    #[cfg(not(feature = "abi-1-2"))]
+    pub const KNOWN: Features = Features(Self::V1_2.0 | Self::VCPU_OP.0);
+    /// Every bit this version of the crate defines.
+    #[cfg(all(feature = "abi-1-2", not(feature = "abi-1-1")))]
+    pub const KNOWN: Features = Self::V1_2;
     /// Every bit this version of the crate defines.
     #[cfg(all(feature = "abi-1-1", not(feature = "abi-1-0")))]
     pub const KNOWN: Features = Self::V1_1;
@@ -84,6 +97,8 @@ impl Features {
         ("vnode-mem", Self::VNODE_MEM),
         #[cfg(not(feature = "abi-1-1"))]
         ("dma-exchange", Self::DMA_EXCHANGE),
+        #[cfg(not(feature = "abi-1-2"))]
+        ("vcpu-op", Self::VCPU_OP),
     ];
 
     /// The bits ABI `version` defines, as far as this crate knows: a
@@ -98,6 +113,8 @@ impl Features {
             0 => Self::V1_0,
             #[cfg(not(feature = "abi-1-1"))]
             1 => Self::V1_1,
+            #[cfg(not(feature = "abi-1-2"))]
+            2 => Self::V1_2,
             _ => Self::KNOWN,
         }
     }
@@ -247,9 +264,17 @@ mod tests {
         #[cfg(not(feature = "abi-1-1"))]
         {
             assert_eq!(Features::DMA_EXCHANGE.bits(), 0x20);
-            assert_eq!(Features::KNOWN.bits(), 0x3f);
+            assert_eq!(Features::V1_2.bits(), 0x3f);
             assert_eq!(Features::defined_in(AbiVersion::V1_1), Features::V1_1);
         }
+        #[cfg(not(feature = "abi-1-2"))]
+        {
+            assert_eq!(Features::VCPU_OP.bits(), 0x40);
+            assert_eq!(Features::KNOWN.bits(), 0x7f);
+            assert_eq!(Features::defined_in(AbiVersion::V1_2), Features::V1_2);
+        }
+        #[cfg(all(feature = "abi-1-2", not(feature = "abi-1-1")))]
+        assert_eq!(Features::KNOWN.bits(), 0x3f);
         #[cfg(all(feature = "abi-1-1", not(feature = "abi-1-0")))]
         assert_eq!(Features::KNOWN.bits(), 0x1f);
         #[cfg(feature = "abi-1-0")]

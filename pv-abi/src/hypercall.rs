@@ -14,6 +14,8 @@ use crate::addr::Gpa;
 use crate::error::Error;
 use crate::features::Features;
 use crate::shutdown::ShutdownStatus;
+#[cfg(not(feature = "abi-1-2"))]
+use crate::vcpu::VcpuOp;
 
 /// The `VMMCALL` instruction.
 pub const VMMCALL: [u8; 3] = [0x0f, 0x01, 0xd9];
@@ -97,11 +99,36 @@ pub enum Hypercall {
     /// [`Features::DMA_EXCHANGE`](crate::Features)).
     #[cfg(not(feature = "abi-1-1"))]
     DmaExchange = 7,
+    /// `VCPU_OP` (ABI 1.3): brings a secondary vCPU up, the calling one
+    /// down, or asks whether one is up (see [`vcpu`](crate::vcpu)).
+    ///
+    /// RDI = operation ([`VCPU_OP_UP`](crate::vcpu::VCPU_OP_UP),
+    /// [`VCPU_OP_DOWN`](crate::vcpu::VCPU_OP_DOWN),
+    /// [`VCPU_OP_IS_UP`](crate::vcpu::VCPU_OP_IS_UP)), RSI = vCPU id, RDX =
+    /// [`Gpa`] of a [`VcpuContext`](crate::vcpu::VcpuContext) for UP, else 0.
+    /// Returns 0 (UP), does not return (DOWN), 1 or 0 (IS_UP). Errors: see
+    /// [`vcpu`](crate::vcpu); [`Error::Unsupported`] without
+    /// [`Features::VCPU_OP`](crate::Features).
+    #[cfg(not(feature = "abi-1-2"))]
+    VcpuOp = 8,
 }
 
 impl Hypercall {
     /// Every hypercall, in number order.
-    #[cfg(not(feature = "abi-1-1"))]
+    #[cfg(not(feature = "abi-1-2"))]
+    pub const ALL: [Hypercall; 9] = [
+        Hypercall::Version,
+        Hypercall::Features,
+        Hypercall::ConsoleWrite,
+        Hypercall::GetVnuma,
+        Hypercall::PhysInfo,
+        Hypercall::DomainNodePages,
+        Hypercall::Shutdown,
+        Hypercall::DmaExchange,
+        Hypercall::VcpuOp,
+    ];
+    /// Every hypercall, in number order.
+    #[cfg(all(feature = "abi-1-2", not(feature = "abi-1-1")))]
     pub const ALL: [Hypercall; 8] = [
         Hypercall::Version,
         Hypercall::Features,
@@ -137,6 +164,8 @@ impl Hypercall {
             6 => Hypercall::Shutdown,
             #[cfg(not(feature = "abi-1-1"))]
             7 => Hypercall::DmaExchange,
+            #[cfg(not(feature = "abi-1-2"))]
+            8 => Hypercall::VcpuOp,
             _ => return None,
         })
     }
@@ -158,6 +187,8 @@ impl Hypercall {
             Hypercall::Shutdown => "shutdown",
             #[cfg(not(feature = "abi-1-1"))]
             Hypercall::DmaExchange => "dma_exchange",
+            #[cfg(not(feature = "abi-1-2"))]
+            Hypercall::VcpuOp => "vcpu_op",
         }
     }
 
@@ -173,6 +204,12 @@ impl Hypercall {
             Hypercall::Shutdown => &[("status", "ShutdownStatus")],
             #[cfg(not(feature = "abi-1-1"))]
             Hypercall::DmaExchange => &[("info", "Gpa<DmaExchange>")],
+            #[cfg(not(feature = "abi-1-2"))]
+            Hypercall::VcpuOp => &[
+                ("op", "u64"),
+                ("vcpu", "u64"),
+                ("context", "Gpa<VcpuContext>"),
+            ],
         }
     }
 
@@ -185,6 +222,8 @@ impl Hypercall {
             Hypercall::DomainNodePages => Some(Features::DOMAIN_NODE_PAGES),
             #[cfg(not(feature = "abi-1-1"))]
             Hypercall::DmaExchange => Some(Features::DMA_EXCHANGE),
+            #[cfg(not(feature = "abi-1-2"))]
+            Hypercall::VcpuOp => Some(Features::VCPU_OP),
             Hypercall::Version
             | Hypercall::Features
             | Hypercall::ConsoleWrite
@@ -203,6 +242,8 @@ impl Hypercall {
             Hypercall::Shutdown => "does not return",
             #[cfg(not(feature = "abi-1-1"))]
             Hypercall::DmaExchange => "machine address of the range",
+            #[cfg(not(feature = "abi-1-2"))]
+            Hypercall::VcpuOp => "0 (up), 1 or 0 (is_up); down does not return",
         }
     }
 }
@@ -281,6 +322,12 @@ pub enum HypercallRequest {
         /// The [`DmaExchange`](crate::dma::DmaExchange).
         info: Gpa,
     },
+    /// [`Hypercall::VcpuOp`].
+    #[cfg(not(feature = "abi-1-2"))]
+    VcpuOp {
+        /// The operation and its vCPU.
+        op: VcpuOp,
+    },
 }
 
 impl HypercallRequest {
@@ -296,6 +343,8 @@ impl HypercallRequest {
             HypercallRequest::Shutdown { .. } => Hypercall::Shutdown,
             #[cfg(not(feature = "abi-1-1"))]
             HypercallRequest::DmaExchange { .. } => Hypercall::DmaExchange,
+            #[cfg(not(feature = "abi-1-2"))]
+            HypercallRequest::VcpuOp { .. } => Hypercall::VcpuOp,
         }
     }
 
@@ -311,6 +360,11 @@ impl HypercallRequest {
             HypercallRequest::Shutdown { status } => [status.0, 0, 0, 0, 0],
             #[cfg(not(feature = "abi-1-1"))]
             HypercallRequest::DmaExchange { info } => [info.0, 0, 0, 0, 0],
+            #[cfg(not(feature = "abi-1-2"))]
+            HypercallRequest::VcpuOp { op } => {
+                let [a, b, c] = op.to_args();
+                [a, b, c, 0, 0]
+            }
         };
         HypercallArgs::new(self.hypercall(), args)
     }
@@ -326,6 +380,9 @@ impl HypercallRequest {
         if regs.args[used..].iter().any(|&a| a != 0) {
             return Err(Error::InvalidArgument);
         }
+        #[cfg(not(feature = "abi-1-2"))]
+        let [a0, a1, a2, ..] = regs.args;
+        #[cfg(feature = "abi-1-2")]
         let [a0, a1, ..] = regs.args;
         let query = |raw: u64| {
             let gpa = Gpa(raw);
@@ -355,6 +412,10 @@ impl HypercallRequest {
             },
             #[cfg(not(feature = "abi-1-1"))]
             Hypercall::DmaExchange => HypercallRequest::DmaExchange { info: query(a0)? },
+            #[cfg(not(feature = "abi-1-2"))]
+            Hypercall::VcpuOp => HypercallRequest::VcpuOp {
+                op: VcpuOp::from_args(a0, a1, a2)?,
+            },
         })
     }
 }
@@ -420,6 +481,8 @@ mod tests {
         assert_eq!(Hypercall::Shutdown.raw(), 6);
         #[cfg(not(feature = "abi-1-1"))]
         assert_eq!(Hypercall::DmaExchange.raw(), 7);
+        #[cfg(not(feature = "abi-1-2"))]
+        assert_eq!(Hypercall::VcpuOp.raw(), 8);
         for (i, h) in Hypercall::ALL.iter().enumerate() {
             assert_eq!(h.raw(), i as u64);
             assert_eq!(Hypercall::from_raw(h.raw()), Some(*h));
@@ -475,6 +538,17 @@ mod tests {
             #[cfg(not(feature = "abi-1-1"))]
             HypercallRequest::DmaExchange {
                 info: Gpa(0x20_0008),
+            },
+            #[cfg(not(feature = "abi-1-2"))]
+            HypercallRequest::VcpuOp {
+                op: VcpuOp::Up {
+                    vcpu: 2,
+                    context: Gpa(0x30_0008),
+                },
+            },
+            #[cfg(not(feature = "abi-1-2"))]
+            HypercallRequest::VcpuOp {
+                op: VcpuOp::IsUp { vcpu: 1 },
             },
         ];
         for r in requests {
@@ -533,6 +607,16 @@ mod tests {
             HypercallArgs {
                 nr: 7,
                 args: [0x1000, 1, 0, 0, 0],
+            },
+            #[cfg(not(feature = "abi-1-2"))]
+            HypercallArgs {
+                nr: 8,
+                args: [0, 1, 0x1000, 5, 0],
+            },
+            #[cfg(not(feature = "abi-1-2"))]
+            HypercallArgs {
+                nr: 8,
+                args: [9, 1, 0, 0, 0],
             },
         ];
         for regs in bad {

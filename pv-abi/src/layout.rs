@@ -67,6 +67,8 @@ use crate::shutdown::ShutdownStatus;
 use crate::start_info::{
     MemRange, StartInfo, CMDLINE_SIZE, GPA_LIMIT, MAX_MEM_RANGES, START_INFO_MAGIC,
 };
+#[cfg(not(feature = "abi-1-2"))]
+use crate::vcpu::{VcpuContext, VCPU_OP_DOWN, VCPU_OP_IS_UP, VCPU_OP_UP};
 use crate::version::{AbiVersion, ABI_MAJOR, ABI_MINOR};
 #[cfg(not(feature = "abi-1-0"))]
 use crate::vnuma::VnodeMemInfo;
@@ -139,6 +141,8 @@ pub const STRUCTS: &[StructLayout] = &[
     DomainNodePages::LAYOUT,
     #[cfg(not(feature = "abi-1-1"))]
     DmaExchange::LAYOUT,
+    #[cfg(not(feature = "abi-1-2"))]
+    VcpuContext::LAYOUT,
 ];
 
 macro_rules! constants {
@@ -192,6 +196,14 @@ pub const CONSTANTS: &[AbiConstant] = constants! {
     "DMA_EXCHANGE_MAX_PAGES" => DMA_EXCHANGE_MAX_PAGES,
     #[cfg(not(feature = "abi-1-1"))]
     "DMA_EXCHANGE_MIN_BITS" => DMA_EXCHANGE_MIN_BITS,
+    #[cfg(not(feature = "abi-1-2"))]
+    "VcpuContext::SIZE_V1_3" => VcpuContext::SIZE_V1_3,
+    #[cfg(not(feature = "abi-1-2"))]
+    "VCPU_OP_UP" => VCPU_OP_UP,
+    #[cfg(not(feature = "abi-1-2"))]
+    "VCPU_OP_DOWN" => VCPU_OP_DOWN,
+    #[cfg(not(feature = "abi-1-2"))]
+    "VCPU_OP_IS_UP" => VCPU_OP_IS_UP,
 };
 
 const fn utf8(bytes: &'static [u8]) -> &'static str {

@@ -1,5 +1,5 @@
-//! numavisor's paravirtual ABI, version 1.2 (1.1 with the `abi-1-1`
-//! feature, 1.0 with `abi-1-0`): the contract shared by the hypervisor, the guest OS and the
+//! numavisor's paravirtual ABI, version 1.3 (1.2 with the `abi-1-2`
+//! feature, 1.1 with `abi-1-1`, 1.0 with `abi-1-0`): the contract shared by the hypervisor, the guest OS and the
 //! host tools. Nothing else defines these types; both kernels use them from
 //! here.
 //!
@@ -107,19 +107,21 @@
 //! | 1.0 | the first release: everything not listed below |
 //! | 1.1 | [`Features::VNODE_MEM`] (bit 4), [`VnodeMemInfo`], and `vnode_mem` appended to [`VnumaTopologyInfo`] (48 → 56 bytes): per vnode, its physical node, size and the free memory behind it ([`vnuma`]) |
 //! | 1.2 | `Features::DMA_EXCHANGE` (bit 5), hypercall 7 `DMA_EXCHANGE` and its `DmaExchange` structure: a domain trades pages for machine-contiguous memory below a DMA address limit, for its bounce pool (`dma`) |
+//! | 1.3 | `Features::VCPU_OP` (bit 6), hypercall 8 `VCPU_OP` and its `VcpuContext` structure: a domain brings its secondary vCPUs up and down, each running on a physical CPU of its vnode's node (`vcpu`) |
 //!
 //! ## Building a kernel that speaks an older version
 //!
 //! The crate builds as ABI 1.0 with the cargo feature `abi-1-0`:
 //! [`ABI_MINOR`] is 0 and every 1.1 and 1.2 addition is hidden (compiled
 //! out), so a kernel built with it is a 1.0 kernel; `abi-1-1` builds it as
-//! ABI 1.1 (every 1.2 addition hidden; `abi-1-0` implies it). Both kernels
+//! ABI 1.1 (every 1.2 and 1.3 addition hidden; `abi-1-0` implies it) and
+//! `abi-1-2` as ABI 1.2 (every 1.3 addition hidden; `abi-1-1` implies it). Both kernels
 //! forward them as their own features of the same names; `cargo xtask build
 //! --abi 1.0` builds both into `target/abi-1.0/`, and `cargo xtask run
 //! --hypervisor-abi 1.0 --guest-abi current` (or `--abi 1.0`) pairs them.
 //! A later minor's addition follows the same pattern: append it last, gated
-//! by `#[cfg(not(feature = "abi-1-1"))]` for 1.2's (and by a new feature
-//! `abi-1-2`, implied by `abi-1-1`, for the version after).
+//! by `#[cfg(not(feature = "abi-1-2"))]` for 1.3's (and by a new feature
+//! `abi-1-3`, implied by `abi-1-2`, for the version after).
 //!
 //! The test-only feature `abi-major-2` makes the crate claim major 2 (same
 //! layouts), so that the matrix can prove the refusals.
@@ -147,6 +149,8 @@ pub mod physinfo;
 pub mod query;
 pub mod shutdown;
 pub mod start_info;
+#[cfg(not(feature = "abi-1-2"))]
+pub mod vcpu;
 pub mod version;
 pub mod vnuma;
 
@@ -162,6 +166,8 @@ pub use pod::Pod;
 pub use query::Query;
 pub use shutdown::ShutdownStatus;
 pub use start_info::{MemRange, StartInfo};
+#[cfg(not(feature = "abi-1-2"))]
+pub use vcpu::{VcpuContext, VcpuOp};
 pub use version::{AbiVersion, ABI_MAJOR, ABI_MINOR};
 #[cfg(not(feature = "abi-1-0"))]
 pub use vnuma::VnodeMemInfo;

@@ -5,15 +5,17 @@ use core::fmt;
 /// Major version of the ABI this crate defines. Both sides refuse a
 /// different major. (2 with the test-only `abi-major-2` feature.)
 pub const ABI_MAJOR: u16 = if cfg!(feature = "abi-major-2") { 2 } else { 1 };
-/// Minor version of the ABI this crate defines: 2 (0 with the `abi-1-0`
+/// Minor version of the ABI this crate defines: 3 (0 with the `abi-1-0`
 /// feature, which builds the crate as the first release; 1 with
-/// `abi-1-1`).
+/// `abi-1-1`; 2 with `abi-1-2`).
 pub const ABI_MINOR: u16 = if cfg!(feature = "abi-1-0") {
     0
 } else if cfg!(feature = "abi-1-1") {
     1
-} else {
+} else if cfg!(feature = "abi-1-2") {
     2
+} else {
+    3
 };
 
 abi_struct! {
@@ -38,6 +40,9 @@ impl AbiVersion {
     /// The third: adds [`Features::DMA_EXCHANGE`](crate::Features) and the
     /// `DMA_EXCHANGE` hypercall.
     pub const V1_2: AbiVersion = AbiVersion::new(1, 2);
+    /// The fourth: adds [`Features::VCPU_OP`](crate::Features) and the
+    /// `VCPU_OP` hypercall (secondary vCPUs).
+    pub const V1_3: AbiVersion = AbiVersion::new(1, 3);
 
     /// A version.
     pub const fn new(major: u16, minor: u16) -> Self {

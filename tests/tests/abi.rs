@@ -74,9 +74,9 @@ fn vnode_mem_test(k: &Ktap) -> Option<bool> {
 
 const V1_0_FEATURES: &str = "vnuma,physinfo,domain-node-pages,virtual-acpi";
 /// What the current builds offer: 1.0's, 1.1's `vnode-mem`, 1.2's
-/// `dma-exchange`.
+/// `dma-exchange`, 1.3's `vcpu-op`.
 const CURRENT_FEATURES: &str =
-    "vnuma,physinfo,domain-node-pages,virtual-acpi,vnode-mem,dma-exchange";
+    "vnuma,physinfo,domain-node-pages,virtual-acpi,vnode-mem,dma-exchange,vcpu-op";
 
 #[test]
 fn current_guest_on_current_hypervisor_uses_vnode_mem() {
@@ -131,7 +131,7 @@ fn current_guest_on_1_0_hypervisor_takes_its_fallback() {
     );
     has(
         &run,
-        "(d1) guest: features not offered: vnode-mem,dma-exchange: using fallback paths",
+        "(d1) guest: features not offered: vnode-mem,dma-exchange,vcpu-op: using fallback paths",
     );
     has(&run, "(d1) guest: vnode-mem not offered (hypervisor ABI 1.0): fallback: sizes from get_vnuma, free memory unknown");
     has(&run, "(d1) guest: vnode 0: 64 MiB, free memory unknown");

@@ -46,6 +46,7 @@ impl fmt::Display for Version {
 pub const VERSION_FEATURES: &[(Version, &str)] = &[
     (Version::new(1, 0), "abi-1-0"),
     (Version::new(1, 1), "abi-1-1"),
+    (Version::new(1, 2), "abi-1-2"),
 ];
 
 /// One field of a structure.

@@ -273,8 +273,8 @@ fn cmd_test() -> Result<i32, String> {
             "warnings",
         ]),
     )?;
-    // The kernels built for ABI 1.0 and 1.1 compile (and pass clippy) too.
-    for (version, feature) in [("1.0", "abi-1-0"), ("1.1", "abi-1-1")] {
+    // The kernels built for ABI 1.0, 1.1 and 1.2 compile (and pass clippy) too.
+    for (version, feature) in [("1.0", "abi-1-0"), ("1.1", "abi-1-1"), ("1.2", "abi-1-2")] {
         let old_abi: Vec<String> = ["pv-abi", "hypervisor", "guest-os"]
             .iter()
             .map(|p| format!("{p}/{feature}"))

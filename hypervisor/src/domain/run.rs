@@ -21,6 +21,8 @@ use crate::svm::vcpu::{Vcpu, EFER_SVME};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     Resume,
+    /// This vCPU went down (`VCPU_OP` DOWN); the domain goes on.
+    VcpuDown,
     End(DomainEnd),
 }
 
@@ -74,6 +76,7 @@ pub fn handle_exit(
                     Action::Resume
                 }
                 Outcome::Shutdown(status) => Action::End(DomainEnd::Shutdown(status)),
+                Outcome::VcpuDown => Action::VcpuDown,
             }
         }
         ExitReason::Cpuid => {

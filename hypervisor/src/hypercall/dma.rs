@@ -58,7 +58,7 @@ mod tests {
             env,
         ) {
             Outcome::Return(v) => HypercallResult::decode(v),
-            Outcome::Shutdown(_) => panic!("unexpected shutdown"),
+            other => panic!("unexpected {other:?}"),
         }
     }
 

@@ -12,6 +12,8 @@ mod console;
 #[cfg(not(feature = "abi-1-1"))]
 mod dma;
 mod query;
+#[cfg(not(feature = "abi-1-2"))]
+pub mod vcpu;
 
 use alloc::vec::Vec;
 
@@ -117,10 +119,30 @@ pub trait HypercallEnv {
         let _ = (port, size, write);
         None
     }
+    /// The id of the vCPU making the hypercall.
+    fn calling_vcpu(&self) -> u32 {
+        0
+    }
+    /// How many vCPUs the domain has.
+    fn nr_vcpus(&self) -> u32 {
+        self.vnuma().vcpu_to_vnode.len() as u32
+    }
+    /// Whether vCPU `vcpu` is up (running or about to).
+    fn vcpu_is_up(&self, vcpu: u32) -> bool {
+        vcpu == 0
+    }
+    /// `VCPU_OP` UP (ABI 1.3): starts vCPU `vcpu` (down, not 0, checked by
+    /// the caller) in `context` (checked too). An environment that cannot
+    /// run more vCPUs answers `Unsupported`.
+    #[cfg(not(feature = "abi-1-2"))]
+    fn vcpu_up(&mut self, vcpu: u32, context: &pv_abi::VcpuContext) -> Result<(), pv_abi::Error> {
+        let _ = (vcpu, context);
+        Err(pv_abi::Error::Unsupported)
+    }
 }
 
 /// What the hypervisor offers in this build (ABI 1.1 adds `VNODE_MEM`,
-/// ABI 1.2 `DMA_EXCHANGE`).
+/// ABI 1.2 `DMA_EXCHANGE`, ABI 1.3 `VCPU_OP`).
 pub const FEATURES: Features = {
     let f = Features::VNUMA
         .union(Features::PHYSINFO)
@@ -130,6 +152,8 @@ pub const FEATURES: Features = {
     let f = f.union(Features::VNODE_MEM);
     #[cfg(not(feature = "abi-1-1"))]
     let f = f.union(Features::DMA_EXCHANGE);
+    #[cfg(not(feature = "abi-1-2"))]
+    let f = f.union(Features::VCPU_OP);
     f
 };
 
@@ -140,6 +164,8 @@ pub enum Outcome {
     Return(u64),
     /// The domain asked to end with this status.
     Shutdown(ShutdownStatus),
+    /// The calling vCPU went down (`VCPU_OP` DOWN, ABI 1.3).
+    VcpuDown,
 }
 
 /// Serves one hypercall.
@@ -158,6 +184,12 @@ pub fn dispatch(args: &HypercallArgs, env: &mut dyn HypercallEnv) -> Outcome {
         HypercallRequest::Shutdown { status } => return Outcome::Shutdown(status),
         #[cfg(not(feature = "abi-1-1"))]
         HypercallRequest::DmaExchange { info } => dma::exchange(env, info),
+        #[cfg(not(feature = "abi-1-2"))]
+        HypercallRequest::VcpuOp { op } => match vcpu::op(env, op) {
+            Ok(vcpu::VcpuOpResult::Down) => return Outcome::VcpuDown,
+            Ok(vcpu::VcpuOpResult::Value(v)) => Ok(v),
+            Err(e) => Err(e),
+        },
     };
     Outcome::Return(HypercallResult::encode(result))
 }

@@ -158,7 +158,7 @@ mod tests {
     fn call(env: &mut TestEnv, nr: Hypercall, a0: u64) -> Result<u64, Error> {
         match dispatch(&HypercallArgs::new(nr, [a0, 0, 0, 0, 0]), env) {
             Outcome::Return(v) => HypercallResult::decode(v),
-            Outcome::Shutdown(_) => panic!("unexpected shutdown"),
+            other => panic!("unexpected {other:?}"),
         }
     }
 

@@ -45,6 +45,15 @@ pub struct TestEnv {
     pub exchange_result: Result<(), Error>,
     /// Port accesses seen by `port_io` (port, size, value written).
     pub ports: Vec<(u16, u8, Option<u32>)>,
+    /// The vCPU making the calls.
+    #[cfg(not(feature = "abi-1-2"))]
+    pub calling: u32,
+    /// vCPUs started by VCPU_OP, with their contexts.
+    #[cfg(not(feature = "abi-1-2"))]
+    pub started: Vec<(u32, pv_abi::VcpuContext)>,
+    /// What the next start answers.
+    #[cfg(not(feature = "abi-1-2"))]
+    pub up_result: Result<(), Error>,
 }
 
 impl TestEnv {
@@ -68,6 +77,12 @@ impl TestEnv {
             exchanges: Vec::new(),
             exchange_result: Ok(()),
             ports: Vec::new(),
+            #[cfg(not(feature = "abi-1-2"))]
+            calling: 0,
+            #[cfg(not(feature = "abi-1-2"))]
+            started: Vec::new(),
+            #[cfg(not(feature = "abi-1-2"))]
+            up_result: Ok(()),
         }
     }
 
@@ -127,5 +142,22 @@ impl HypercallEnv for TestEnv {
             pnode: 0,
             off_node: request.gpa.0 >= 0x200_0000,
         })
+    }
+
+    #[cfg(not(feature = "abi-1-2"))]
+    fn calling_vcpu(&self) -> u32 {
+        self.calling
+    }
+
+    #[cfg(not(feature = "abi-1-2"))]
+    fn vcpu_is_up(&self, vcpu: u32) -> bool {
+        vcpu == 0 || self.started.iter().any(|&(v, _)| v == vcpu)
+    }
+
+    #[cfg(not(feature = "abi-1-2"))]
+    fn vcpu_up(&mut self, vcpu: u32, context: &pv_abi::VcpuContext) -> Result<(), Error> {
+        self.up_result?;
+        self.started.push((vcpu, *context));
+        Ok(())
     }
 }

@@ -484,6 +484,24 @@ fn predict(g: &Guest, regs: &HypercallArgs) -> Option<Result<u64, Error>> {
         // Never issued inside guest memory: it would move the guest's pages.
         #[cfg(not(feature = "abi-1-1"))]
         HypercallRequest::DmaExchange { info } => query(info, 48, Features::DMA_EXCHANGE),
+        // Only what cannot start or stop a vCPU is predicted: this suite
+        // runs on vCPU 0, which may not go down; whether another is up
+        // depends on the SMP suites.
+        #[cfg(not(feature = "abi-1-2"))]
+        HypercallRequest::VcpuOp { op } => {
+            if !g.features.contains(Features::VCPU_OP) {
+                return None;
+            }
+            if op.vcpu() >= g.si.nr_vcpus {
+                return Some(Err(Error::NoSuchThing));
+            }
+            match op {
+                pv_abi::VcpuOp::Down { .. } | pv_abi::VcpuOp::Up { vcpu: 0, .. } => {
+                    Some(Err(Error::InvalidArgument))
+                }
+                _ => None,
+            }
+        }
     }
 }
 
