@@ -155,11 +155,11 @@ fn guest_1_0_on_current_hypervisor_does_not_use_the_addition() {
         &run,
         &format!("numavisor: domain 1: guest image speaks ABI 1.0 (its ELF note), the hypervisor {v}: using ABI 1.0"),
     );
-    // The 1.0 guest sees bits 4 and 5 but does not know them (printed as
-    // a number).
+    // The 1.0 guest sees bits 4, 5 and 6 but does not know them (printed
+    // as a number).
     has(
         &run,
-        &format!("(d1) guest: ABI {v} (guest 1.0, using 1.0), features {V1_0_FEATURES},0x30"),
+        &format!("(d1) guest: ABI {v} (guest 1.0, using 1.0), features {V1_0_FEATURES},0x70"),
     );
     has(
         &run,

@@ -5,10 +5,11 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use hypervisor::arch::x86_64::cpu;
 use hypervisor::arch::x86_64::memory::{self as arch_memory, HeapTables};
 use hypervisor::arch::x86_64::pci::PortConfigSpace;
-use hypervisor::arch::x86_64::{cpu, svm};
 use hypervisor::boot::multiboot::Module;
 use hypervisor::domain::abi;
 use hypervisor::domain::build::{self, Allocation, DomainEnd, DomainMemory, MachineMemory};
@@ -16,6 +17,7 @@ use hypervisor::domain::config::{DomainConfig, MIRROR_NODE_MIB};
 use hypervisor::domain::elf::GuestImage;
 use hypervisor::domain::exchange::P2m;
 use hypervisor::domain::layout::DomainLayout;
+use hypervisor::domain::placement::place_vcpus;
 use hypervisor::domain::run::{handle_exit, Action};
 use hypervisor::hypercall::{
     ConsoleBuffer, ExchangeRequest, Exchanged, GuestAccess, HypercallEnv, MachineView, VnumaView,
@@ -23,16 +25,18 @@ use hypervisor::hypercall::{
 use hypervisor::mm::addr::{Maddr, PAGE_SHIFT};
 use hypervisor::mm::heap::Heap;
 use hypervisor::numa::topology::Topology;
-use hypervisor::numa::NodeId;
+use hypervisor::numa::{CpuId, NodeId};
 use hypervisor::pci::config::PciEmulator;
 use hypervisor::pci::{self, Bdf};
+use hypervisor::svm::exit::ExitReason;
 use hypervisor::svm::paging::{self as pt, PageTables};
-use hypervisor::svm::vcpu::{EntryState, Vcpu, EFER_NXE};
+use hypervisor::svm::vcpu::{EntryState, InterceptMaps, Vcpu, EFER_NXE};
 use hypervisor::{print, println};
 use pv_abi::cpuid::CpuidRegs;
 use pv_abi::exit::ExitCode;
 use pv_abi::AbiVersion;
 
+use super::sched;
 use super::svm_maps::intercept_maps;
 
 /// Machine memory of the running domain, through the identity map.
@@ -113,6 +117,15 @@ pub fn run_all(
             .map_or("", |(_, a)| a.trim())
             .into();
         mirror.pci = mirror_pci.to_vec();
+        let online = sched::online_cpus(topology.cpus.len());
+        if online.iter().any(|&o| !o) {
+            let n = online.iter().filter(|&&o| o).count();
+            println!(
+                "numavisor: mirror domain: {n} of {} CPUs run vCPUs: its vCPUs are placed near their vnodes, not pinned",
+                online.len()
+            );
+            mirror.cpus = None;
+        }
         domains.push(
             mirror
                 .validate()
@@ -258,6 +271,7 @@ fn run_domain(
             "vnode {k} has neither memory nor vcpus: no SRAT entry could describe it"
         ));
     }
+    let placement = place_vcpus(&config, topology, &sched::online_cpus(topology.cpus.len()))?;
     let image = GuestImage::parse(image_bytes).map_err(|e| format!("guest image: {e}"))?;
     let image_abi = abi::image_abi(&image, image_bytes).map_err(|e| format!("guest image: {e}"))?;
     match abi::negotiate(image_abi, AbiVersion::CURRENT) {
@@ -281,13 +295,36 @@ fn run_domain(
         config.layout
     );
 
+    for (v, cpu) in placement.iter().enumerate() {
+        let vnode = config.vnode_of_vcpu(v as u32);
+        let node = topology.cpu_node(*cpu);
+        println!(
+            "numavisor: domain {id}: vcpu {v} (vnode {}) runs on cpu {cpu} (node {}){}",
+            vnode.map_or(String::from("?"), |k| format!("{k}")),
+            node.map_or(String::from("?"), |n| format!("{n}")),
+            if config.cpus.is_some() {
+                ", pinned"
+            } else {
+                ""
+            }
+        );
+    }
     // The permission maps outlive the domain: take them before the probe.
     intercept_maps(heap).map_err(|e| format!("permission maps: {e}"))?;
     let before = heap.probe();
     let mut alloc = build::allocate(heap, &config)?;
     // The run may exchange pages (DMA_EXCHANGE): `alloc` comes back with
     // the blocks the domain owns at its end.
-    let result = build_and_run(id, &config, image_bytes, &image, topology, heap, &mut alloc);
+    let result = build_and_run(
+        id,
+        &config,
+        image_bytes,
+        &image,
+        topology,
+        heap,
+        &mut alloc,
+        &placement,
+    );
     let pages = alloc.total_pages();
     if let Err(e) = alloc.free(heap) {
         println!("numavisor: domain {id}: teardown: freeing its memory failed: {e}");
@@ -312,6 +349,7 @@ fn run_domain(
     Ok(end)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build_and_run(
     id: u32,
     config: &DomainConfig,
@@ -320,6 +358,7 @@ fn build_and_run(
     topology: &Topology,
     heap: &mut Heap,
     alloc: &mut Allocation,
+    placement: &[CpuId],
 ) -> Result<DomainEnd, String> {
     let layout = DomainLayout::compute(config.layout, &config.vnodes, &alloc.extents)?;
     let pnodes: Vec<NodeId> = config.vnodes.iter().map(|v| v.pnode).collect();
@@ -417,16 +456,6 @@ fn build_and_run(
     let emulator = PciEmulator::new(&mut cs, devices);
 
     let npt_root = npt.root();
-    let entry = EntryState {
-        rip: boot.entry,
-        cr3: boot.cr3.0,
-        rsp: 0,
-        rsi: boot.start_info.0,
-    };
-    let mut vcpu = alloc::boxed::Box::new(Vcpu::new(0, id, entry, npt_root, maps));
-    vcpu.vmcb.save.gdtr.base = boot.gdt.0;
-    vcpu.vmcb.save.gdtr.limit = u32::from(boot.gdt_limit);
-    vcpu.vmcb.save.efer |= EFER_NXE;
     let mut node_pages = vec![0u64; topology.nr_nodes()];
     for (k, v) in layout.vnodes.iter().enumerate() {
         if let Some(slot) = pnodes.get(k).and_then(|p| node_pages.get_mut(p.index())) {
@@ -434,7 +463,7 @@ fn build_and_run(
         }
     }
     let vnuma = build::vnuma_view(config, &layout);
-    let mut env = Env {
+    let env = Env {
         id,
         p2m: P2m {
             layout,
@@ -450,15 +479,54 @@ fn build_and_run(
         console: ConsoleBuffer::default(),
         pci: emulator,
     };
-    println!(
-        "numavisor: domain {id}: starting vcpu 0 at {:#x}",
-        boot.entry
-    );
-    let end = run_vcpu(&mut vcpu, &mut env);
+    let run = DomainRun {
+        id,
+        topology,
+        env: spin::Mutex::new(env),
+        placement: placement.to_vec(),
+        up: (0..config.vcpus).map(|_| AtomicBool::new(false)).collect(),
+        live: AtomicU32::new(0),
+        dying: AtomicBool::new(false),
+        end: spin::Mutex::new(None),
+        exits: AtomicU64::new(0),
+        in_guest: AtomicU32::new(0),
+        paused: AtomicBool::new(false),
+        tlb_generation: AtomicU64::new(0),
+        template: VcpuTemplate { npt_root, maps },
+    };
+    let entry = EntryState {
+        rip: boot.entry,
+        cr3: boot.cr3.0,
+        rsp: 0,
+        rsi: boot.start_info.0,
+        rdi: 0,
+    };
+    let started = run.start_vcpu(0, entry, boot.gdt.0, u32::from(boot.gdt_limit));
+    if let Err(e) = started {
+        println!("numavisor: domain {id}: vcpu 0 cannot start: {e}");
+        *run.end.lock() = Some(DomainEnd::Killed {
+            reason: format!("vcpu 0 did not start: {e}"),
+            rip: boot.entry,
+            gpa: None,
+        });
+    } else {
+        // The boot CPU runs what is placed on it, and waits, until every
+        // vCPU of the domain is gone.
+        sched::run_until_idle(CpuId(0), &run.live);
+    }
+    let DomainRun {
+        env, end, exits, ..
+    } = run;
+    let mut env = env.into_inner();
     env.console.flush(&mut |line| println!("(d{id}) {line}"));
     // Bus mastering off before the domain's memory goes back to the heap.
     env.pci.release(&mut cs);
-    report_end(id, &config.name, &end, vcpu.exits);
+    let end = end.into_inner().unwrap_or(DomainEnd::Killed {
+        reason: String::from("every vcpu stopped without an end"),
+        rip: 0,
+        gpa: None,
+    });
+    report_end(id, &config.name, &end, exits.into_inner());
 
     let Env { p2m, .. } = env;
     *alloc = p2m.alloc;
@@ -469,27 +537,284 @@ fn build_and_run(
     Ok(end)
 }
 
-/// VMCB `TLB_CONTROL`: flush the whole TLB on the next VMRUN.
-const TLB_FLUSH_ALL: u8 = 1;
+/// What every vCPU of a domain shares.
+#[derive(Clone, Copy)]
+struct VcpuTemplate {
+    npt_root: u64,
+    maps: InterceptMaps,
+}
 
-fn run_vcpu(vcpu: &mut Vcpu, env: &mut Env<'_>) -> DomainEnd {
-    let vmcb_pa = &raw const vcpu.vmcb as u64;
-    loop {
-        // SAFETY: the VMCB belongs to this vCPU (boxed, 4 KiB-aligned,
-        // identity-mapped); its nested tables map only the domain's pages
-        // and the MMIO of devices assigned to it.
-        unsafe { svm::vmrun(vmcb_pa, &mut vcpu.regs) };
-        vcpu.vmcb.control.tlb_control = 0;
-        if let Action::End(end) = handle_exit(vcpu, env, &host_cpuid) {
-            return end;
+/// A running domain: its hypercall state behind one lock, and the state of
+/// its vCPUs, which run on the CPUs of `placement` (`sched`).
+struct DomainRun<'a> {
+    id: u32,
+    topology: &'a Topology,
+    env: spin::Mutex<Env<'a>>,
+    /// The CPU each vCPU runs on.
+    placement: Vec<CpuId>,
+    /// Each vCPU: up (queued or running).
+    up: Vec<AtomicBool>,
+    /// vCPUs up; the boot CPU waits for 0 before it tears the domain down.
+    live: AtomicU32,
+    /// The domain is ending: every vCPU stops at its next exit.
+    dying: AtomicBool,
+    /// How it ended (the first vCPU to end it decides).
+    end: spin::Mutex<Option<DomainEnd>>,
+    exits: AtomicU64,
+    /// vCPUs inside VMRUN (or about to enter).
+    in_guest: AtomicU32,
+    /// A vCPU changes the guest-physical map: the others stay out.
+    paused: AtomicBool,
+    /// Bumped when a guest-physical mapping changes; a vCPU flushes its
+    /// TLB before it runs with a newer one.
+    tlb_generation: AtomicU64,
+    template: VcpuTemplate,
+}
+
+impl DomainRun<'_> {
+    /// Builds vCPU `v` in `entry` and queues it on its CPU.
+    fn start_vcpu(
+        &self,
+        v: u32,
+        entry: EntryState,
+        gdt: u64,
+        gdt_limit: u32,
+    ) -> Result<(), pv_abi::Error> {
+        let (Some(&cpu), Some(up)) = (self.placement.get(v as usize), self.up.get(v as usize))
+        else {
+            return Err(pv_abi::Error::NoSuchThing);
+        };
+        let t = self.template;
+        let mut vcpu = boxed_vcpu(Vcpu::new(v, self.id, entry, t.npt_root, t.maps))
+            .ok_or(pv_abi::Error::OutOfMemory)?;
+        vcpu.vmcb.save.gdtr.base = gdt;
+        vcpu.vmcb.save.gdtr.limit = gdt_limit;
+        vcpu.vmcb.save.efer |= EFER_NXE;
+        vcpu.tlb_generation = self.tlb_generation.load(Ordering::Acquire);
+        up.store(true, Ordering::Release);
+        self.live.fetch_add(1, Ordering::AcqRel);
+        // SAFETY: the boot CPU keeps `self` alive until `live` is 0, and
+        // `vcpu_gone` decrements it as the task's last use of `self`.
+        let task = unsafe { sched::Task::new(vcpu, self) };
+        if sched::enqueue(cpu, task).is_err() {
+            up.store(false, Ordering::Release);
+            self.live.fetch_sub(1, Ordering::AcqRel);
+            println!(
+                "numavisor: domain {}: vcpu {v}: CPU {cpu} does not run vCPUs",
+                self.id
+            );
+            return Err(pv_abi::Error::Unsupported);
         }
-        // A DMA exchange moved guest-physical pages: no stale translation
-        // may survive into the guest.
-        if core::mem::take(&mut env.p2m.flush_tlb) {
-            vcpu.vmcb.control.tlb_control = TLB_FLUSH_ALL;
+        match self.topology.cpu_node(cpu) {
+            Some(n) => println!(
+                "numavisor: domain {}: vcpu {v} up on cpu {cpu} (node {n})",
+                self.id
+            ),
+            None => println!("numavisor: domain {}: vcpu {v} up on cpu {cpu}", self.id),
+        }
+        Ok(())
+    }
+
+    /// Keeps every other vCPU out of the guest until [`resume_others`]:
+    /// the caller (holding the domain lock, outside the guest itself) is
+    /// about to change the guest-physical map.
+    fn pause_others(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+        self.kick_all();
+        while self.in_guest.load(Ordering::SeqCst) != 0 {
+            core::hint::spin_loop();
+        }
+    }
+
+    fn resume_others(&self, map_changed: bool) {
+        if map_changed {
+            self.tlb_generation.fetch_add(1, Ordering::AcqRel);
+        }
+        self.paused.store(false, Ordering::SeqCst);
+    }
+
+    /// Wakes every CPU that runs a vCPU of this domain (out of the guest).
+    fn kick_all(&self) {
+        let me = cpu::apic_id();
+        let mut kicked: Vec<CpuId> = Vec::new();
+        for (v, &c) in self.placement.iter().enumerate() {
+            let is_up = self.up.get(v).is_some_and(|u| u.load(Ordering::Acquire));
+            if is_up && !kicked.contains(&c) {
+                kicked.push(c);
+                let apic = self.topology.cpus.get(c.index()).map(|i| i.apic_id);
+                if apic != Some(me) {
+                    sched::kick(c);
+                }
+            }
         }
     }
 }
+
+/// A vCPU on the heap, or `None` without memory for it (a guest's request
+/// must not make the hypervisor abort).
+fn boxed_vcpu(vcpu: Vcpu) -> Option<alloc::boxed::Box<Vcpu>> {
+    let layout = core::alloc::Layout::new::<Vcpu>();
+    // SAFETY: the layout has a non-zero size.
+    let ptr = unsafe { alloc::alloc::alloc(layout) }.cast::<Vcpu>();
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: `ptr` is a fresh allocation with `Vcpu`'s layout; after the
+    // write it holds a valid `Vcpu` that the box owns.
+    unsafe {
+        ptr.write(vcpu);
+        Some(alloc::boxed::Box::from_raw(ptr))
+    }
+}
+
+impl sched::VcpuHost for DomainRun<'_> {
+    fn may_enter(&self, vcpu: &mut Vcpu) -> bool {
+        loop {
+            if self.dying.load(Ordering::Acquire) {
+                return false;
+            }
+            self.in_guest.fetch_add(1, Ordering::SeqCst);
+            if !self.paused.load(Ordering::SeqCst) {
+                break;
+            }
+            self.in_guest.fetch_sub(1, Ordering::SeqCst);
+            while self.paused.load(Ordering::SeqCst) && !self.dying.load(Ordering::Acquire) {
+                core::hint::spin_loop();
+            }
+        }
+        let generation = self.tlb_generation.load(Ordering::Acquire);
+        if vcpu.tlb_generation != generation {
+            vcpu.vmcb.control.tlb_control = TLB_FLUSH_ALL;
+            vcpu.tlb_generation = generation;
+        }
+        true
+    }
+
+    fn left_guest(&self) {
+        self.in_guest.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn handle_exit(&self, vcpu: &mut Vcpu) -> Action {
+        vcpu.vmcb.control.tlb_control = 0;
+        if ExitReason::from_code(vcpu.vmcb.control.exit_code) == ExitReason::Intr {
+            vcpu.exits += 1;
+            return Action::Interrupted;
+        }
+        let mut env = self.env.lock();
+        let mut call = CallEnv {
+            env: &mut env,
+            run: self,
+            caller: vcpu.id,
+        };
+        handle_exit(vcpu, &mut call, &host_cpuid)
+    }
+
+    fn vcpu_gone(&self, vcpu: &Vcpu, action: Option<Action>) {
+        let id = self.id;
+        let v = vcpu.id;
+        match action {
+            Some(Action::End(end)) => {
+                let first = {
+                    let mut slot = self.end.lock();
+                    let first = slot.is_none();
+                    if first {
+                        *slot = Some(end);
+                    }
+                    first
+                };
+                if first && self.up.len() > 1 {
+                    println!("numavisor: domain {id}: vcpu {v} ended the domain");
+                }
+                self.dying.store(true, Ordering::Release);
+                self.kick_all();
+            }
+            Some(_) => println!("numavisor: domain {id}: vcpu {v} down"),
+            None => {}
+        }
+        self.exits.fetch_add(vcpu.exits, Ordering::Relaxed);
+        if let Some(up) = self.up.get(v as usize) {
+            up.store(false, Ordering::Release);
+        }
+        // The last use of `self`: once `live` is 0 the boot CPU may free it.
+        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            sched::kick(CpuId(0));
+        }
+    }
+}
+
+/// The hypercall environment as one vCPU sees it: the domain's state, plus
+/// who is calling.
+struct CallEnv<'e, 'a> {
+    env: &'e mut Env<'a>,
+    run: &'e DomainRun<'a>,
+    caller: u32,
+}
+
+impl HypercallEnv for CallEnv<'_, '_> {
+    fn memory(&mut self) -> &mut dyn GuestAccess {
+        self.env.memory()
+    }
+
+    fn vnuma(&self) -> &VnumaView {
+        self.env.vnuma()
+    }
+
+    fn machine(&self) -> MachineView {
+        self.env.machine()
+    }
+
+    fn node_pages(&self) -> Vec<u64> {
+        self.env.node_pages()
+    }
+
+    fn console(&mut self, bytes: &[u8]) {
+        self.env.console(bytes);
+    }
+
+    fn dma_exchange(&mut self, request: ExchangeRequest) -> Result<Exchanged, pv_abi::Error> {
+        // No vCPU may use a translation of the pages being moved.
+        self.run.pause_others();
+        let result = self.env.dma_exchange(request);
+        let changed = core::mem::take(&mut self.env.p2m.flush_tlb);
+        self.run.resume_others(changed);
+        result
+    }
+
+    fn port_io(&mut self, port: u16, size: u8, write: Option<u32>) -> Option<u32> {
+        self.env.port_io(port, size, write)
+    }
+
+    fn calling_vcpu(&self) -> u32 {
+        self.caller
+    }
+
+    fn nr_vcpus(&self) -> u32 {
+        self.run.up.len() as u32
+    }
+
+    fn vcpu_is_up(&self, vcpu: u32) -> bool {
+        self.run
+            .up
+            .get(vcpu as usize)
+            .is_some_and(|u| u.load(Ordering::Acquire))
+    }
+
+    #[cfg(not(feature = "abi-1-2"))]
+    fn vcpu_up(&mut self, vcpu: u32, context: &pv_abi::VcpuContext) -> Result<(), pv_abi::Error> {
+        let entry = EntryState {
+            rip: context.rip,
+            cr3: context.cr3.0,
+            rsp: context.rsp,
+            rsi: context.arg,
+            rdi: u64::from(vcpu),
+        };
+        self.run
+            .start_vcpu(vcpu, entry, context.gdt_base, context.gdt_limit)
+    }
+}
+
+/// VMCB `TLB_CONTROL`: flush the whole TLB on the next VMRUN.
+const TLB_FLUSH_ALL: u8 = 1;
 
 fn report_end(id: u32, name: &str, end: &DomainEnd, exits: u64) {
     match end {

@@ -1,10 +1,12 @@
 //! The boot sequence on bare metal (see `main.rs`).
 
 mod domains;
+mod sched;
 mod selftest;
 mod smp;
 mod svm_maps;
 
+use alloc::format;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::mem::size_of;
@@ -13,13 +15,14 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use buddy_system_allocator::LockedHeap;
 use hypervisor::acpi::{AcpiTables, PhysAddr, PhysMemory};
-use hypervisor::arch::x86_64::{cpu, exit, idt, paging, serial, svm};
+use hypervisor::arch::x86_64::{apic, cpu, exit, idt, paging, serial, svm};
 use hypervisor::boot::cmdline::{self, Crash};
 use hypervisor::boot::multiboot::{self, BootInfo};
 use hypervisor::mm::addr::{Maddr, MemRange, PAGE_SHIFT};
 use hypervisor::mm::frame_table::{FrameTable, PageInfo};
 use hypervisor::mm::heap::{Heap, HeapTopology};
 use hypervisor::numa::topology::{self, NumaOptions, Topology, TopologyInput};
+use hypervisor::numa::CpuId;
 use hypervisor::report::XlInfo;
 use hypervisor::{print, println};
 use pv_abi::exit::ExitCode;
@@ -165,6 +168,13 @@ extern "C" fn hypervisor_main(magic: u32, info: u32) -> ! {
         crash_on_purpose(crash);
     }
     let mut status = selftest::heap_self_test(&mut heap, &topology);
+    // Guests run with the host's interrupt flag set (see `svm::vmrun`): the
+    // legacy PIC must stay quiet, and the boot CPU's local APIC takes the
+    // wake-ups and time slices of the vCPUs it runs.
+    apic::mask_legacy_pic();
+    if let Err(e) = sched::cpu_online(CpuId(0), cpu::apic_id()) {
+        warn(&format!("boot CPU: {e}: no domain can run"));
+    }
     let host_save = svm::HostSavePage::boot_cpu().expect("the boot CPU's host save page");
     match svm::enable(host_save) {
         Ok(info) => {

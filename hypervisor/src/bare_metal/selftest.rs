@@ -4,7 +4,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use hypervisor::arch::x86_64::memory as arch_memory;
-use hypervisor::arch::x86_64::svm;
+use hypervisor::arch::x86_64::{cpu, svm};
 use hypervisor::mm::addr::Maddr;
 use hypervisor::mm::heap::{AllocRequest, Heap};
 use hypervisor::numa::topology::Topology;
@@ -160,6 +160,7 @@ fn run_probe_guest(npt_root: u64, maps: InterceptMaps) -> (bool, u32) {
         cr3: 0x1000,
         rsp: 0,
         rsi: 0,
+        rdi: 0,
     };
     let mut vcpu = Box::new(Vcpu::new(0, 1, entry, npt_root, maps));
     let vmcb_pa = &raw const vcpu.vmcb as u64;
@@ -175,6 +176,8 @@ fn run_probe_guest(npt_root: u64, maps: InterceptMaps) -> (bool, u32) {
                 vcpu.skip_instruction(2);
             }
             ExitReason::Vmmcall => return (vcpu.vmcb.save.rax == 6 && vcpu.regs.rdi == 42, exits),
+            // A wake-up meant for this CPU's run loop: take it, go on.
+            ExitReason::Intr => cpu::take_pending_interrupts(),
             other => {
                 println!(
                     "numavisor: svm self-test: unexpected exit {other} at rip {:#x}",

@@ -6,7 +6,8 @@
 //! waits, with time-outs, until the AP has loaded the IDT, enabled SVM on
 //! itself, run the SVM self-test guest and printed
 //! `numavisor: cpu N (apic A, node K): online, svm self-test ok`. The AP then
-//! parks (cli; hlt). Domains still run on the boot CPU only.
+//! enters the scheduler's run loop (`sched::ap_loop`) and runs the vCPUs
+//! placed on it; one whose self-test failed parks (cli; hlt).
 //!
 //! The NUMA heap belongs to the boot CPU; while it waits for the APs it
 //! lends the heap through [`LENT_HEAP`], whose lock gives one CPU at a time
@@ -28,7 +29,8 @@ use hypervisor::numa::topology::{CpuInfo, Topology};
 use hypervisor::println;
 use pv_abi::exit::ExitCode;
 
-use super::{selftest, warn};
+use super::{sched, selftest, warn};
+use hypervisor::numa::CpuId;
 
 const AP_STACK_SIZE: usize = 64 << 10;
 /// From the start-up IPIs to the AP's first Rust code. TCG on a busy host
@@ -210,12 +212,24 @@ fn ap_main(arg: usize) -> ! {
             "numavisor: cpu {cpu} (apic {apic}, node {node}): online, svm self-test FAILED: {e}"
         ),
     }
+    let cpu_id = CpuId(cpu);
+    let online = result.is_ok()
+        && match sched::cpu_online(cpu_id, apic) {
+            Ok(()) => true,
+            Err(e) => {
+                println!("numavisor: cpu {cpu}: cannot take vCPUs: {e}");
+                false
+            }
+        };
     let state = if result.is_ok() {
         STATE_OK
     } else {
         STATE_FAILED
     };
     ctx.state.store(state, Ordering::Release);
+    if online {
+        sched::ap_loop(cpu_id)
+    }
     cpu::halt_forever()
 }
 

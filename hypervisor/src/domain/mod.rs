@@ -24,6 +24,7 @@ pub mod config;
 pub mod elf;
 pub mod exchange;
 pub mod layout;
+pub mod placement;
 pub mod run;
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -21,6 +21,12 @@ use crate::svm::vcpu::{Vcpu, EFER_SVME};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     Resume,
+    /// A physical interrupt ended the guest's turn (a wake-up IPI or the
+    /// end of its time slice): the scheduler decides who runs next.
+    Interrupted,
+    /// The guest is spinning (PAUSE): let another vCPU run, or wait a
+    /// little, before resuming it.
+    Yield,
     /// This vCPU went down (`VCPU_OP` DOWN); the domain goes on.
     VcpuDown,
     End(DomainEnd),
@@ -32,6 +38,8 @@ pub type HostCpuid<'a> = &'a dyn Fn(u32, u32) -> CpuidRegs;
 const CPUID_LEN: u64 = 2;
 const MSR_LEN: u64 = 2;
 const HLT_LEN: u64 = 1;
+/// `PAUSE` is `F3 90`.
+const PAUSE_LEN: u64 = 2;
 
 const COM1_DATA: u16 = 0x3F8;
 const COM1_LINE_STATUS: u16 = 0x3FD;
@@ -82,7 +90,12 @@ pub fn handle_exit(
         ExitReason::Cpuid => {
             let leaf = vcpu.vmcb.save.rax as u32;
             let subleaf = vcpu.regs.rcx as u32;
-            let r = cpuid(leaf, subleaf, host_cpuid);
+            let mut r = cpuid(leaf, subleaf, host_cpuid);
+            if leaf == 1 {
+                // The initial APIC id is the vCPU's id, not the id of
+                // whichever physical CPU runs it.
+                r.ebx = (r.ebx & 0x00FF_FFFF) | (vcpu.id << 24);
+            }
             vcpu.vmcb.save.rax = u64::from(r.eax);
             vcpu.regs.rbx = u64::from(r.ebx);
             vcpu.regs.rcx = u64::from(r.ecx);
@@ -123,7 +136,12 @@ pub fn handle_exit(
             ),
             None,
         ),
-        ExitReason::Intr | ExitReason::Nmi => Action::Resume,
+        ExitReason::Intr => Action::Interrupted,
+        ExitReason::Nmi => Action::Resume,
+        ExitReason::Pause => {
+            vcpu.skip_instruction(PAUSE_LEN);
+            Action::Yield
+        }
         other => kill(vcpu, format!("unexpected exit: {other}"), None),
     }
 }
@@ -235,6 +253,7 @@ mod tests {
             cr3: 0,
             rsp: 0,
             rsi: 0,
+            rdi: 0,
         };
         Vcpu::new(0, 1, entry, 0, InterceptMaps { iopm: 0, msrpm: 0 })
     }

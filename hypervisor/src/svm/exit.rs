@@ -10,6 +10,8 @@ pub enum ExitReason {
     Exception(u8),
     Intr,
     Nmi,
+    /// PAUSE: the guest is spinning, waiting for another vCPU.
+    Pause,
     Cpuid,
     Hlt,
     /// IN/OUT/INS/OUTS.
@@ -36,6 +38,7 @@ impl ExitReason {
             0x60 => ExitReason::Intr,
             0x61 => ExitReason::Nmi,
             0x72 => ExitReason::Cpuid,
+            0x77 => ExitReason::Pause,
             0x78 => ExitReason::Hlt,
             0x7B => ExitReason::Ioio,
             0x7C => ExitReason::Msr,
@@ -55,6 +58,7 @@ impl fmt::Display for ExitReason {
             ExitReason::Exception(v) => write!(f, "exception {v}"),
             ExitReason::Intr => write!(f, "external interrupt"),
             ExitReason::Nmi => write!(f, "NMI"),
+            ExitReason::Pause => write!(f, "PAUSE"),
             ExitReason::Cpuid => write!(f, "CPUID"),
             ExitReason::Hlt => write!(f, "HLT"),
             ExitReason::Ioio => write!(f, "I/O instruction"),

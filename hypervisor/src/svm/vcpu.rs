@@ -70,6 +70,9 @@ const TSS: Segment = Segment {
     base: 0,
 };
 
+/// VMCB `int_control` bit 24: virtualize the guest's interrupt masking.
+pub const V_INTR_MASKING: u32 = 1 << 24;
+
 /// Where a vCPU starts: 64-bit mode, paging on.
 #[derive(Clone, Copy, Debug)]
 pub struct EntryState {
@@ -77,8 +80,10 @@ pub struct EntryState {
     /// Guest-physical address of the guest's PML4.
     pub cr3: u64,
     pub rsp: u64,
-    /// Passed in RSI (the start-info page's guest-physical address).
+    /// Passed in RSI (vCPU 0: the start-info page's guest-physical address).
     pub rsi: u64,
+    /// Passed in RDI (a secondary vCPU: its id).
+    pub rdi: u64,
 }
 
 /// Shared host pages VMRUN needs, by machine address.
@@ -97,6 +102,9 @@ pub struct Vcpu {
     pub id: u32,
     /// Exits handled, for the report at teardown.
     pub exits: u64,
+    /// The domain's TLB generation this vCPU last flushed for (the domain
+    /// bumps it when a guest-physical mapping changes).
+    pub tlb_generation: u64,
 }
 
 impl Vcpu {
@@ -107,6 +115,7 @@ impl Vcpu {
         c.intercept_misc1 = misc1::INTR
             | misc1::NMI
             | misc1::CPUID
+            | misc1::PAUSE
             | misc1::HLT
             | misc1::INVLPGA
             | misc1::IOIO_PROT
@@ -125,6 +134,9 @@ impl Vcpu {
         c.msrpm_base_pa = maps.msrpm;
         c.guest_asid = asid;
         c.tlb_control = TLB_CONTROL_FLUSH_ALL;
+        // Physical interrupts follow the host's interrupt flag, not the
+        // guest's: a wake-up IPI or time-slice end always exits (INTR).
+        c.int_control = V_INTR_MASKING;
         c.nested_ctl = NESTED_CTL_NP_ENABLE;
         c.nested_cr3 = npt_root;
 
@@ -156,6 +168,7 @@ impl Vcpu {
 
         let regs = GuestRegs {
             rsi: entry.rsi,
+            rdi: entry.rdi,
             ..GuestRegs::default()
         };
         Vcpu {
@@ -163,6 +176,7 @@ impl Vcpu {
             regs,
             id,
             exits: 0,
+            tlb_generation: 0,
         }
     }
 
@@ -188,6 +202,7 @@ mod tests {
             cr3: 0x1000,
             rsp: 0,
             rsi: 0x2000,
+            rdi: 0,
         };
         let v = Vcpu::new(0, 1, entry, 0x30_0000, maps);
         let c = &v.vmcb.control;

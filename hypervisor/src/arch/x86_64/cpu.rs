@@ -84,6 +84,23 @@ pub fn flush_tlb() {
     unsafe { asm!("mov cr3, {}", in(reg) cr3, options(nostack, preserves_flags)) }
 }
 
+/// Halts until an interrupt arrives, with interrupts on only for the halt:
+/// STI's one-instruction shadow makes `sti; hlt` atomic, so a wake-up sent
+/// after the caller's last check cannot be lost. Returns with interrupts
+/// off, the interrupt handled.
+pub fn wait_for_interrupt() {
+    // SAFETY: the IDT handles every vector a device or IPI can raise here
+    // (the local APIC's, see `apic`); the legacy PIC is masked.
+    unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) }
+}
+
+/// Lets interrupts that arrived while they were off be handled now (after
+/// a guest's INTR exit), then turns them off again.
+pub fn take_pending_interrupts() {
+    // SAFETY: as for `wait_for_interrupt`.
+    unsafe { asm!("sti", "nop", "cli", options(nomem, nostack)) }
+}
+
 /// Stops this CPU for good.
 pub fn halt_forever() -> ! {
     loop {

@@ -1,7 +1,11 @@
 //! Exception handling: an IDT whose 32 exception vectors report the vector,
 //! error code, RIP and CR2 on the console and end the run with
 //! `ExitCode::Exception`, instead of letting a fault triple-fault the machine
-//! into a silent reset.
+//! into a silent reset. Beyond them, the local APIC's vectors
+//! ([`super::apic`]): the wake-up IPI and the time-slice timer only need an
+//! EOI (their work is done by the code they wake), the spurious vector
+//! nothing. Every other vector stays empty: the legacy PIC is masked and
+//! nothing else is programmed to interrupt.
 
 use core::arch::{asm, global_asm};
 use core::mem::size_of;
@@ -112,6 +116,23 @@ exc_common:
     and rsp, -16
     call exception_report
 
+    /* A local APIC interrupt whose only job is to wake the CPU (or end
+       its guest's time slice): acknowledge it and return. */
+    .balign 16
+    .global apic_eoi_stub
+apic_eoi_stub:
+    push rax
+    mov rax, [rip + APIC_EOI_REGISTER]
+    mov dword ptr [rax], 0
+    pop rax
+    iretq
+
+    /* The spurious vector takes no EOI. */
+    .balign 16
+    .global apic_spurious_stub
+apic_spurious_stub:
+    iretq
+
     .section .rodata
     .balign 8
     .global exc_stub_table
@@ -124,6 +145,8 @@ exc_stub_table:
 
 extern "C" {
     static exc_stub_table: [u64; 32];
+    fn apic_eoi_stub();
+    fn apic_spurious_stub();
 }
 
 #[repr(C, packed)]
@@ -154,40 +177,50 @@ const EMPTY_GATE: Gate = Gate {
     reserved: 0,
 };
 
-static IDT: spin::Mutex<[Gate; 32]> = spin::Mutex::new([EMPTY_GATE; 32]);
+static IDT: spin::Mutex<[Gate; 256]> = spin::Mutex::new([EMPTY_GATE; 256]);
 
 /// Code segment selector of the boot GDT.
 const KERNEL_CS: u16 = 0x08;
 /// Present, DPL 0, 64-bit interrupt gate.
 const INTERRUPT_GATE: u8 = 0x8E;
 
-/// Installs the exception vectors on this CPU. The first call (the boot
-/// CPU) fills the table; every CPU loads the same table.
+const fn gate(handler: u64) -> Gate {
+    Gate {
+        offset_low: handler as u16,
+        selector: KERNEL_CS,
+        ist: 0,
+        type_attr: INTERRUPT_GATE,
+        offset_mid: (handler >> 16) as u16,
+        offset_high: (handler >> 32) as u32,
+        reserved: 0,
+    }
+}
+
+/// Installs the exception and local APIC vectors on this CPU. The first
+/// call (the boot CPU) fills the table; every CPU loads the same table.
 pub fn init() {
     let mut idt = IDT.lock();
     let filled = idt[0].type_attr != 0;
     if !filled {
-        for (vector, gate) in idt.iter_mut().enumerate() {
+        for (vector, g) in idt.iter_mut().take(32).enumerate() {
             // SAFETY: `exc_stub_table` is an immutable table of 32 addresses
             // defined in the assembly above.
-            let handler = unsafe { exc_stub_table[vector] };
-            *gate = Gate {
-                offset_low: handler as u16,
-                selector: KERNEL_CS,
-                ist: 0,
-                type_attr: INTERRUPT_GATE,
-                offset_mid: (handler >> 16) as u16,
-                offset_high: (handler >> 32) as u32,
-                reserved: 0,
-            };
+            *g = gate(unsafe { exc_stub_table[vector] });
         }
+        let eoi = gate(apic_eoi_stub as *const () as u64);
+        idt[usize::from(super::apic::WAKE_VECTOR)] = eoi;
+        idt[usize::from(super::apic::TIMER_VECTOR)] = eoi;
+        idt[usize::from(super::apic::SPURIOUS_VECTOR)] =
+            gate(apic_spurious_stub as *const () as u64);
     }
     let pointer = IdtPointer {
-        limit: (size_of::<[Gate; 32]>() - 1) as u16,
+        limit: (size_of::<[Gate; 256]>() - 1) as u16,
         base: idt.as_ptr() as u64,
     };
-    // SAFETY: the IDT lives in a static for the rest of the run and every
-    // gate points at a stub above that never returns.
+    // SAFETY: the IDT lives in a static for the rest of the run; every
+    // exception gate points at a stub above that never returns, every
+    // interrupt gate at one that returns with IRETQ having changed nothing
+    // but the local APIC's in-service bit.
     unsafe { asm!("lidt [{}]", in(reg) &pointer, options(readonly, nostack, preserves_flags)) }
 }
 

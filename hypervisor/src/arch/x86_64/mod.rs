@@ -1,5 +1,6 @@
 //! x86_64 (AMD64) hardware access for the bare-metal hypervisor.
 
+pub mod apic;
 pub mod cpu;
 pub mod entry;
 pub mod exit;

@@ -13,13 +13,9 @@
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::cpu::{cpuid, rdmsr};
-use super::paging::BOOT_MAPPED_LIMIT;
-use super::smp_plan::{
-    icr_destination, icr_init_assert, icr_init_deassert, icr_startup, patch_trampoline, PatchError,
-    ICR_SEND_PENDING,
-};
-use super::timer::{delay_us, Deadline};
+pub use super::apic::LocalApic;
+use super::smp_plan::{icr_startup, patch_trampoline, PatchError};
+use super::timer::delay_us;
 
 /// What an AP needs once in long mode. `stack_top` must stay at offset 0:
 /// the assembly reads it there.
@@ -187,83 +183,6 @@ impl Trampoline {
 
     pub fn page(self) -> u64 {
         self.page
-    }
-}
-
-const MSR_APIC_BASE: u32 = 0x1B;
-const APIC_BASE_ENABLE: u64 = 1 << 11;
-const APIC_BASE_X2APIC: u64 = 1 << 10;
-const APIC_BASE_ADDR: u64 = 0x000F_FFFF_FFFF_F000;
-const REG_ICR_LOW: u64 = 0x300;
-const REG_ICR_HIGH: u64 = 0x310;
-
-/// This CPU's local APIC in xAPIC mode.
-#[derive(Clone, Copy, Debug)]
-pub struct LocalApic {
-    base: u64,
-}
-
-impl LocalApic {
-    /// The local APIC of the CPU running this code, if it is enabled, in
-    /// xAPIC mode and inside the boot identity map.
-    pub fn this_cpu() -> Result<Self, &'static str> {
-        if cpuid(1, 0).edx & (1 << 9) == 0 {
-            return Err("the CPU has no local APIC");
-        }
-        let msr = rdmsr(MSR_APIC_BASE);
-        if msr & APIC_BASE_ENABLE == 0 {
-            return Err("the local APIC is disabled");
-        }
-        if msr & APIC_BASE_X2APIC != 0 {
-            return Err("the local APIC is in x2APIC mode");
-        }
-        let base = msr & APIC_BASE_ADDR;
-        if base + 4096 > BOOT_MAPPED_LIMIT {
-            return Err("the local APIC is above the boot identity map");
-        }
-        Ok(LocalApic { base })
-    }
-
-    fn read(self, reg: u64) -> u32 {
-        // SAFETY: `base` is the local APIC's register page (from
-        // IA32_APIC_BASE), identity-mapped; registers are 32-bit, aligned.
-        unsafe { ((self.base + reg) as *const u32).read_volatile() }
-    }
-
-    fn write(self, reg: u64, value: u32) {
-        // SAFETY: as for `read`; the ICR registers only send IPIs.
-        unsafe { ((self.base + reg) as *mut u32).write_volatile(value) }
-    }
-
-    /// Waits (up to 100 ms) for the previous IPI to be accepted.
-    fn wait_sent(self) -> bool {
-        let deadline = Deadline::after_us(100_000);
-        while self.read(REG_ICR_LOW) & ICR_SEND_PENDING != 0 {
-            if deadline.passed() {
-                return false;
-            }
-            core::hint::spin_loop();
-        }
-        true
-    }
-
-    /// Sends an IPI with ICR low word `icr` to `apic_id`.
-    fn send(self, apic_id: u32, icr: u32) -> Result<(), &'static str> {
-        let dest = icr_destination(apic_id).ok_or("APIC id above 255 (needs x2APIC)")?;
-        self.write(REG_ICR_HIGH, dest);
-        self.write(REG_ICR_LOW, icr);
-        if self.wait_sent() {
-            Ok(())
-        } else {
-            Err("the local APIC did not send the IPI")
-        }
-    }
-
-    /// Puts `apic_id` back into wait-for-SIPI (INIT asserted, de-asserted).
-    pub fn send_init(self, apic_id: u32) -> Result<(), &'static str> {
-        self.send(apic_id, icr_init_assert())?;
-        delay_us(10_000);
-        self.send(apic_id, icr_init_deassert())
     }
 }
 

@@ -119,6 +119,13 @@ pub fn enable(host_save: HostSavePage) -> Result<SvmInfo, SvmError> {
 // other general-purpose register comes back holding the guest's value. So
 // the stub saves the host's callee-saved registers, loads the guest's from
 // `regs`, runs the guest, stores them back, and restores the host's.
+//
+// Host interrupts, as KVM's svm_vcpu_enter_exit: CLGI holds them off, STI
+// sets the host's interrupt flag that VMRUN saves, so that (with the VMCB's
+// V_INTR_MASKING and INTR intercept) a physical interrupt in the guest ends
+// it with an INTR exit; after the exit (GIF clear again) CLI, then STGI.
+// The interrupt stays pending until the host next opens interrupts
+// (`cpu::take_pending_interrupts` or `cpu::wait_for_interrupt`).
 global_asm!(
     r#"
     .section .text
@@ -147,7 +154,9 @@ svm_vmrun:
     mov r15, [rsi + 104]
     mov rsi, [rsi + 24]
     clgi
+    sti
     vmrun rax
+    cli
     stgi
     push rsi
     mov rsi, [rsp + 8]
