@@ -15,7 +15,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use buddy_system_allocator::LockedHeap;
 use hypervisor::acpi::{AcpiTables, PhysAddr, PhysMemory};
-use hypervisor::arch::x86_64::{apic, cpu, exit, idt, paging, serial, svm};
+use hypervisor::arch::x86_64::{apic, cpu, exit, idt, paging, serial, svm, timer};
 use hypervisor::boot::cmdline::{self, Crash};
 use hypervisor::boot::multiboot::{self, BootInfo};
 use hypervisor::mm::addr::{Maddr, MemRange, PAGE_SHIFT};
@@ -172,6 +172,8 @@ extern "C" fn hypervisor_main(magic: u32, info: u32) -> ! {
     // legacy PIC must stay quiet, and the boot CPU's local APIC takes the
     // wake-ups and time slices of the vCPUs it runs.
     apic::mask_legacy_pic();
+    // The time-slice timer is measured against the TSC.
+    let _ = timer::calibrate();
     if let Err(e) = sched::cpu_online(CpuId(0), cpu::apic_id()) {
         warn(&format!("boot CPU: {e}: no domain can run"));
     }

@@ -311,6 +311,25 @@ mod tests {
     }
 
     #[test]
+    fn cpuid_gives_the_vcpu_id_as_apic_id_and_pause_yields() {
+        let mut env = TestEnv::two_vnodes();
+        let mut v = vcpu();
+        v.id = 3;
+        v.vmcb.control.exit_code = 0x72;
+        v.vmcb.save.rax = 1;
+        handle_exit(&mut v, &mut env, &host);
+        assert_eq!(v.regs.rbx >> 24, 3, "initial APIC id");
+        assert_eq!(v.regs.rbx & 0xff_ffff, 2, "the rest of EBX is the host's");
+        let rip = v.vmcb.save.rip;
+        v.vmcb.control.exit_code = 0x77;
+        assert_eq!(handle_exit(&mut v, &mut env, &host), Action::Yield);
+        assert_eq!(v.vmcb.save.rip, rip + 2, "past PAUSE");
+        v.vmcb.control.exit_code = 0x60;
+        assert_eq!(handle_exit(&mut v, &mut env, &host), Action::Interrupted);
+        assert_eq!(v.vmcb.save.rip, rip + 2, "an interrupt moves nothing");
+    }
+
+    #[test]
     fn faults_end_the_domain_with_a_report() {
         let mut env = TestEnv::two_vnodes();
         let mut v = vcpu();
