@@ -48,6 +48,12 @@ fn two_nodes_boot_and_pass() {
         assert!(l.contains(&want), "missing {want:?} in\n{out}");
     }
     assert_eq!(out.contains("vnode-mem"), cfg!(not(feature = "abi-1-0")));
+    // A guest of ABI 1.2 or older has no secondary vCPUs.
+    let smp = if cfg!(feature = "abi-1-2") {
+        "ok 5 smp # SKIP"
+    } else {
+        "ok 5 smp"
+    };
     for want in [
         "guest: get_vnuma: 2 vnodes, 4 vCPUs, 2 memory ranges, distances symmetric",
         "guest: get_vnuma and the ACPI tables agree",
@@ -59,29 +65,30 @@ fn two_nodes_boot_and_pass() {
         "guest:     0:  10  20",
         "guest:     1:  20  10",
         "KTAP version 1",
-        "1..23",
+        "1..24",
         "    # Subtest: boot",
         "ok 1 boot",
         "ok 2 vnuma",
         "ok 3 acpi",
         "ok 4 hypercall_abi",
-        "ok 5 memory",
-        "ok 6 zones",
-        "ok 7 zonelists",
-        "ok 8 buddy",
-        "ok 9 memoryless",
-        "ok 10 thisnode",
-        "ok 11 policy_default",
-        "ok 12 policy_preferred",
-        "ok 13 policy_bind",
-        "ok 14 policy_interleave",
-        "ok 15 policy_preferred_many",
-        "ok 16 policy_weighted_interleave",
-        "ok 17 policy_flags",
-        "ok 18 policy_errors",
-        "ok 19 slab",
-        "ok 20 fake_numa # SKIP",
-        "ok 21 accounting",
+        smp,
+        "ok 6 memory",
+        "ok 7 zones",
+        "ok 8 zonelists",
+        "ok 9 buddy",
+        "ok 10 memoryless",
+        "ok 11 thisnode",
+        "ok 12 policy_default",
+        "ok 13 policy_preferred",
+        "ok 14 policy_bind",
+        "ok 15 policy_interleave",
+        "ok 16 policy_preferred_many",
+        "ok 17 policy_weighted_interleave",
+        "ok 18 policy_flags",
+        "ok 19 policy_errors",
+        "ok 20 slab",
+        "ok 21 fake_numa # SKIP",
+        "ok 22 accounting",
         "Fallback order for Node 0: 0 1 ",
         "Fallback order for Node 1: 1 0 ",
         "guest: cpu 2: node 1, local memory node 1",
@@ -148,6 +155,12 @@ fn memoryless_and_cpuless_nodes() {
     std::println!("{out}");
     assert_eq!(status, ShutdownStatus::SUCCESS, "{out}");
     let l = lines(&out);
+    // ABI 1.3: 16 pages reserved for each secondary vCPU's stack.
+    let built = if cfg!(feature = "abi-1-2") {
+        "Built 4 zonelists, mobility grouping on.  Total pages: 111999"
+    } else {
+        "Built 4 zonelists, mobility grouping on.  Total pages: 111935"
+    };
     for want in [
         "guest: get_vnuma: 4 vnodes, 5 vCPUs, 3 memory ranges, distances asymmetric",
         "guest: node 0 (vnode 3): cpus 0, memory [0x100000000..0x104000000)",
@@ -165,10 +178,22 @@ fn memoryless_and_cpuless_nodes() {
         "Fallback order for Node 1: 1 3 0 ",
         "Fallback order for Node 2: 2 3 1 0 ",
         "Fallback order for Node 3: 3 0 1 ",
-        "Built 4 zonelists, mobility grouping on.  Total pages: 111999",
+        built,
         "guest: mm: node 2 zonelist: 3:DMA32 1:DMA32 0:Normal; this node: (empty)",
         "guest: cpu 3: node 2, local memory node 3",
-        "ok 21 accounting",
+        "ok 22 accounting",
+    ] {
+        assert!(l.contains(&want), "missing {want:?} in\n{out}");
+    }
+    // The memoryless node's vCPUs run on memory of node 3, their nearest,
+    // stacks included; vCPU 1 and 2 on node 1.
+    #[cfg(not(feature = "abi-1-2"))]
+    for want in [
+        "guest: smp: vcpu 1 online on vnode 0 (node 1, local memory node 1, stack on node 1)",
+        "guest: smp: vcpu 3 online on vnode 1 (node 2, local memory node 3, stack on node 3)",
+        "guest: smp: vcpu 4 online on vnode 1 (node 2, local memory node 3, stack on node 3)",
+        "guest: smp: 5 of 5 vcpus online",
+        "ok 5 smp",
     ] {
         assert!(l.contains(&want), "missing {want:?} in\n{out}");
     }
@@ -204,8 +229,8 @@ fn numa_fake_four_on_two_nodes() {
         "    ok 3 distances_of_backing_nodes",
         "    ok 4 cpus_on_first_fake_node",
         "    ok 5 fallback_in_distance_order",
-        "ok 20 fake_numa",
-        "ok 21 accounting",
+        "ok 21 fake_numa",
+        "ok 22 accounting",
     ] {
         assert!(l.contains(&want), "missing {want:?} in\n{out}");
     }
@@ -227,8 +252,8 @@ fn numa_fake_wraps_and_refuses() {
         "Faking node 0 at [mem 0x0000000100000000-0x0000000103ffffff] (64MB)",
         "Faking node 0 at [mem 0x0000000008000000-0x000000000fffffff] (128MB)",
         "guest: numa=fake: node 0 (vnode 3): cpus 0,3-4, memory [0x8000000..0x10000000) [0x100000000..0x104000000)",
-        "ok 20 fake_numa",
-        "ok 21 accounting",
+        "ok 21 fake_numa",
+        "ok 22 accounting",
     ] {
         assert!(l.contains(&want), "missing {want:?} in\n{out}");
     }
@@ -241,7 +266,7 @@ fn numa_fake_wraps_and_refuses() {
     for want in [
         "guest: numa=fake=64: 448 MiB for 64 nodes: Not enough memory for each node.  NUMA emulation disabled.",
         "    ok 1 emulated_nodes # SKIP numa=fake=64: 448 MiB is too little, emulation is off as in Linux",
-        "ok 20 fake_numa # SKIP",
+        "ok 21 fake_numa # SKIP",
     ] {
         assert!(l.contains(&want), "missing {want:?} in\n{out}");
     }
@@ -261,12 +286,17 @@ fn all_memory_high_in_zone_order() {
     let (status, out, _) = boot(MockHv::new(si, v));
     assert_eq!(status, ShutdownStatus::SUCCESS, "{out}");
     let l = lines(&out);
+    let built = if cfg!(feature = "abi-1-2") {
+        "Built 2 zonelists in Zone order, mobility grouping on.  Total pages: 259455"
+    } else {
+        "Built 2 zonelists in Zone order, mobility grouping on.  Total pages: 259407"
+    };
     for want in [
         "guest: mm: zonelist order: Zone (numa_zonelist_order=zone)",
         "guest: mm: node 1 zonelist: 1:Normal 0:Normal; this node: 1:Normal",
-        "Built 2 zonelists in Zone order, mobility grouping on.  Total pages: 259455",
+        built,
         "    ok 4 all_high_memory_no_low_zones",
-        "ok 21 accounting",
+        "ok 22 accounting",
     ] {
         assert!(l.contains(&want), "missing {want:?} in\n{out}");
     }
@@ -340,6 +370,12 @@ fn on_a_1_0_hypervisor_the_fallback_is_taken() {
     }
     assert!(!out.contains("not ok"), "{out}");
     assert_eq!(status, ShutdownStatus::SUCCESS, "{out}");
+    // ABI 1.3's VCPU_OP is missing too: vCPU 0 alone.
+    #[cfg(not(feature = "abi-1-2"))]
+    assert!(
+        l.contains(&"guest: smp: vcpu-op not offered (hypervisor ABI 1.0): running on vcpu 0 only"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -435,9 +471,9 @@ fn fail_hypercall_runs_the_garbage_suite() {
     si.set_cmdline(b"fail=hypercall").unwrap();
     let (status, out, hv) = boot(MockHv::new(si, v));
     assert!(out.contains("guest: fail=hypercall: garbage hypercalls follow"));
-    assert!(out.contains("1..24\n"), "{out}");
+    assert!(out.contains("1..25\n"), "{out}");
     assert!(out.contains("    ok 1 decoder_agreement\n"), "{out}");
-    assert!(out.contains("ok 24 hypercall_garbage\n"), "{out}");
+    assert!(out.contains("ok 25 hypercall_garbage\n"), "{out}");
     assert_eq!(status, ShutdownStatus::SUCCESS, "{out}");
     assert!(hv.fails.lock().unwrap().is_empty());
     // The guest's own "still here" line went through the hypercall.

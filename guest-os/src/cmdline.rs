@@ -14,6 +14,7 @@
 //! | `dma=direct` | never bounce: a mapping a device cannot reach is refused (to show what goes wrong without bounce buffers) |
 //! | `edu.dma_bits=N` | the edu device's DMA mask width, as QEMU's `-device edu,dma_mask=` (default 28) |
 //! | `bench` | after the suites, time order-0 page alloc+free pairs in TSC cycles (`cargo xtask bench`) |
+//! | `nosmp` | bring up no secondary vCPU (ABI 1.3's `VCPU_OP`): the guest runs on vCPU 0 alone, as Linux's `nosmp` |
 //! | `numa=fake=N` | NUMA emulation: N fake nodes instead of the node view, as Linux's `split_nodes_interleave` (`crate::numa::fake`); Linux's size (`M`/`G`) and uniform (`U`) forms are not supported |
 
 use alloc::format;
@@ -38,6 +39,8 @@ pub struct Cmdline {
     pub dma: crate::dma::setup::DmaOptions,
     /// `bench`: run the guest benchmarks after the suites.
     pub bench: bool,
+    /// `nosmp`: no secondary vCPU is brought up.
+    pub nosmp: bool,
     /// What was not understood.
     pub warnings: Vec<String>,
 }
@@ -60,6 +63,7 @@ pub fn parse(cmdline: &str) -> Cmdline {
         };
         match (key, value) {
             ("bench", None) => c.bench = true,
+            ("nosmp", None) => c.nosmp = true,
             ("fail", Some(v)) => match FAIL_MODES.iter().find(|m| m.name() == v) {
                 Some(&m) => {
                     if let Some(old) = c.fail {
@@ -196,6 +200,17 @@ mod tests {
         assert_eq!(c.dma.edu_dma_bits, Some(32));
         assert!(c.dma.direct);
         assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn nosmp() {
+        assert!(!parse("bench").nosmp);
+        let c = parse("nosmp bench");
+        assert!(c.nosmp && c.bench && c.warnings.is_empty());
+        assert_eq!(
+            parse("nosmp=1").warnings,
+            vec!["unknown option 'nosmp=1' ignored"]
+        );
     }
 
     #[test]

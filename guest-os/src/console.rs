@@ -95,15 +95,30 @@ pub fn flush() {
     CONSOLE.lock().flush();
 }
 
+/// Tries to take the console lock before [`print_panic`] breaks it.
+const PANIC_LOCK_TRIES: u32 = 1 << 22;
+
 /// The panic path: writes even if the console lock is held (a panic while
-/// printing), after flushing whatever partial line was pending.
+/// printing), after flushing whatever partial line was pending. Another
+/// vCPU printing a line gets a moment to finish it first.
 pub fn print_panic(args: fmt::Arguments<'_>) {
-    if CONSOLE.is_locked() {
-        // SAFETY: the guest runs on one vCPU with interrupts off, so the
-        // holder of the lock is the code that panicked, which never resumes.
-        unsafe { CONSOLE.force_unlock() };
-    }
-    let mut c = CONSOLE.lock();
+    let mut tries = 0;
+    let mut c = loop {
+        if let Some(c) = CONSOLE.try_lock() {
+            break c;
+        }
+        tries += 1;
+        if tries >= PANIC_LOCK_TRIES {
+            // SAFETY: interrupts are off, so the holder is either the code
+            // that panicked on this vCPU, which never resumes, or another
+            // vCPU that has held the lock for millions of tries (stuck, or
+            // dead); the domain ends right after this line, so at worst
+            // the two lines mix.
+            unsafe { CONSOLE.force_unlock() };
+            break CONSOLE.lock();
+        }
+        core::hint::spin_loop();
+    };
     if c.len > 0 {
         c.push(b"\n");
     }

@@ -125,6 +125,54 @@ pub fn dma_exchange(
     Ok(info)
 }
 
+/// `VCPU_OP` UP (ABI 1.3): starts vCPU `vcpu`, which is down, in the state
+/// `ctx` gives. `Ok` once the hypervisor has queued it; it starts a moment
+/// later, on its own physical CPU.
+#[cfg(not(feature = "abi-1-2"))]
+pub fn vcpu_up(p: &dyn Platform, vcpu: u32, ctx: &pv_abi::VcpuContext) -> Result<(), Error> {
+    let context = gpa_of(p, ctx as *const pv_abi::VcpuContext);
+    vcpu_up_at(p, vcpu, context)
+}
+
+/// `VCPU_OP` UP with the context at `context`, whatever is there (the
+/// tests pass bad addresses on purpose).
+#[cfg(not(feature = "abi-1-2"))]
+pub fn vcpu_up_at(p: &dyn Platform, vcpu: u32, context: Gpa) -> Result<(), Error> {
+    call(
+        p,
+        HypercallRequest::VcpuOp {
+            op: pv_abi::VcpuOp::Up { vcpu, context },
+        },
+    )
+    .map(|_| ())
+}
+
+/// `VCPU_OP` DOWN: the calling vCPU, `vcpu`, stops. On numavisor it
+/// returns only when refused, with the error; a model hypervisor (host
+/// tests) returns `Ok` once it took the vCPU down, and the caller then
+/// leaves the vCPU's code as if it had stopped.
+#[cfg(not(feature = "abi-1-2"))]
+pub fn vcpu_down(p: &dyn Platform, vcpu: u32) -> Result<u64, Error> {
+    call(
+        p,
+        HypercallRequest::VcpuOp {
+            op: pv_abi::VcpuOp::Down { vcpu },
+        },
+    )
+}
+
+/// `VCPU_OP` IS_UP: 1 if vCPU `vcpu` is up (running, or queued to), 0 if
+/// down.
+#[cfg(not(feature = "abi-1-2"))]
+pub fn vcpu_is_up(p: &dyn Platform, vcpu: u32) -> Result<u64, Error> {
+    call(
+        p,
+        HypercallRequest::VcpuOp {
+            op: pv_abi::VcpuOp::IsUp { vcpu },
+        },
+    )
+}
+
 /// Why a query could not be completed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FetchError {

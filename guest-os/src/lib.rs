@@ -13,7 +13,9 @@
 //!    numbering and the cross-check between the two sources.
 //! 5. [`mm`]: the memory manager built on that view: nodes, zones by machine
 //!    address, buddy allocators, zonelists, `numa_mem_id`, numastat.
-//! 6. [`ktest`]: the in-guest test framework, its KTAP printer and the suites.
+//! 6. `smp` (ABI 1.3): the secondary vCPUs, brought up with `VCPU_OP`, each
+//!    running as its own CPU ([`percpu`]) until vCPU 0 takes it down.
+//! 7. [`ktest`]: the in-guest test framework, its KTAP printer and the suites.
 //!
 //! Everything that is not hardware access runs on the host too: the boot
 //! sequence talks to the machine only through [`platform::Platform`], which
@@ -37,7 +39,10 @@ pub mod hypercall;
 pub mod ktest;
 pub mod mm;
 pub mod numa;
+pub mod percpu;
 pub mod platform;
+#[cfg(not(feature = "abi-1-2"))]
+pub mod smp;
 
 #[cfg(test)]
 mod mock;

@@ -44,6 +44,21 @@ pub struct Bugs {
     pub writes_when_too_small: bool,
 }
 
+/// The mock's vCPUs (ABI 1.3): which are up, every start, and the threads
+/// that run the secondaries.
+#[cfg(not(feature = "abi-1-2"))]
+#[derive(Default)]
+pub struct MockVcpus {
+    /// Per vCPU, whether it is up (vCPU 0 always).
+    pub up: Vec<bool>,
+    /// Every UP accepted, with its context.
+    pub starts: Vec<(u32, pv_abi::VcpuContext)>,
+    /// Every DOWN accepted.
+    pub downs: Vec<u32>,
+    /// The threads of the secondaries.
+    pub threads: Vec<std::thread::JoinHandle<()>>,
+}
+
 pub struct MockHv {
     pub version: AbiVersion,
     pub features: Features,
@@ -64,6 +79,21 @@ pub struct MockHv {
     pub shutdowns: Mutex<Vec<ShutdownStatus>>,
     pub fails: Mutex<Vec<(FailMode, Gpa)>>,
     pub heap: Mutex<Option<(Gpa, u64)>>,
+    /// Cycle counter: nanoseconds since `epoch` times 4 (a 4 GHz TSC, as
+    /// the guest's timeouts assume) times `clock_scale`.
+    pub epoch: std::time::Instant,
+    pub clock_scale: u64,
+    /// The vCPUs; shared with the threads that run the secondaries.
+    #[cfg(not(feature = "abi-1-2"))]
+    pub vcpus: std::sync::Arc<Mutex<MockVcpus>>,
+    /// Whether an accepted UP runs the vCPU (a thread); if not, it stays
+    /// up and never checks in.
+    #[cfg(not(feature = "abi-1-2"))]
+    pub run_secondaries: bool,
+    /// What UP answers once the request passed every check (`None`: it
+    /// starts the vCPU).
+    #[cfg(not(feature = "abi-1-2"))]
+    pub up_error: Option<Error>,
 }
 
 impl MockHv {
@@ -100,6 +130,17 @@ impl MockHv {
             shutdowns: Mutex::new(Vec::new()),
             fails: Mutex::new(Vec::new()),
             heap: Mutex::new(None),
+            epoch: std::time::Instant::now(),
+            clock_scale: 1,
+            #[cfg(not(feature = "abi-1-2"))]
+            vcpus: std::sync::Arc::new(Mutex::new(MockVcpus {
+                up: (0..si.nr_vcpus).map(|k| k == 0).collect(),
+                ..MockVcpus::default()
+            })),
+            #[cfg(not(feature = "abi-1-2"))]
+            run_secondaries: true,
+            #[cfg(not(feature = "abi-1-2"))]
+            up_error: None,
         };
         hv.node_pages = hv.pages_per_pnode();
         hv.set_tables(&vnuma);
@@ -410,16 +451,85 @@ impl MockHv {
                 self.write_guest(info.0, r.as_bytes())?;
                 Ok(16 << 20)
             }
-            // One vCPU in the mock: vCPU 0 is up and no other can start.
             #[cfg(not(feature = "abi-1-2"))]
             HypercallRequest::VcpuOp { op } => {
                 needs(Features::VCPU_OP)?;
-                match op {
-                    pv_abi::VcpuOp::IsUp { vcpu } => Ok(u64::from(vcpu == 0)),
-                    _ => Err(Error::Unsupported),
-                }
+                self.vcpu_op(op)
             }
         }
+    }
+
+    /// `VCPU_OP` with the hypervisor's rules (`pv_abi::vcpu`): the calling
+    /// vCPU is the thread's; an accepted UP runs the secondary on a thread
+    /// of its own (see `run_secondaries`), which goes down when the
+    /// guest's code returns.
+    #[cfg(not(feature = "abi-1-2"))]
+    fn vcpu_op(&self, op: pv_abi::VcpuOp) -> Result<u64, Error> {
+        use pv_abi::{VcpuContext, VcpuOp};
+        if op.vcpu() >= self.si.nr_vcpus {
+            return Err(Error::NoSuchThing);
+        }
+        let is_up = |v: u32| self.vcpus.lock().unwrap().up[v as usize];
+        match op {
+            VcpuOp::IsUp { vcpu } => Ok(u64::from(is_up(vcpu))),
+            VcpuOp::Down { vcpu } => {
+                if vcpu == 0 || vcpu != crate::percpu::this_cpu() {
+                    return Err(Error::InvalidArgument);
+                }
+                let mut v = self.vcpus.lock().unwrap();
+                v.up[vcpu as usize] = false;
+                v.downs.push(vcpu);
+                Ok(0)
+            }
+            VcpuOp::Up { vcpu, context } => {
+                if vcpu == 0 || is_up(vcpu) {
+                    return Err(Error::InvalidArgument);
+                }
+                let size = u32::read_from(&self.read_guest(context.0, 4)?).unwrap_or(0);
+                if size < VcpuContext::SIZE_V1_3 {
+                    return Err(Error::InvalidArgument);
+                }
+                let bytes = self.read_guest(context.0, std::mem::size_of::<VcpuContext>())?;
+                let ctx = VcpuContext::read_from(&bytes).ok_or(Error::Fault)?;
+                ctx.check()?;
+                if !inside_ranges(self.si.mem_ranges(), ctx.cr3.0, PAGE_SIZE) {
+                    return Err(Error::Fault);
+                }
+                if let Some(e) = self.up_error {
+                    return Err(e);
+                }
+                let mut v = self.vcpus.lock().unwrap();
+                v.up[vcpu as usize] = true;
+                v.starts.push((vcpu, ctx));
+                if self.run_secondaries {
+                    let vcpus = std::sync::Arc::clone(&self.vcpus);
+                    let arg = ctx.arg;
+                    v.threads.push(std::thread::spawn(move || {
+                        crate::percpu::set_this_cpu(vcpu);
+                        crate::smp::secondary_main(u64::from(vcpu), arg);
+                        // What the bare-metal stub does next: DOWN.
+                        vcpus.lock().unwrap().up[vcpu as usize] = false;
+                    }));
+                }
+                Ok(0)
+            }
+        }
+    }
+
+    /// Waits (up to 10 s) for every secondary's thread to end; whether all
+    /// did.
+    #[cfg(not(feature = "abi-1-2"))]
+    pub fn join_secondaries(&self) -> bool {
+        let threads = std::mem::take(&mut self.vcpus.lock().unwrap().threads);
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while threads.iter().any(|t| !t.is_finished()) && std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let all = threads.iter().all(|t| t.is_finished());
+        for t in threads.into_iter().filter(|t| t.is_finished()) {
+            let _ = t.join();
+        }
+        all
     }
 
     fn read_store(&self, gpa: u64, buf: &mut [u8]) {
@@ -500,7 +610,9 @@ impl Platform for MockHv {
 
     fn cpuid(&self, leaf: u32) -> Option<CpuidRegs> {
         Some(match leaf {
+            // EBX[31:24]: the initial APIC id, the vCPU's id.
             1 => CpuidRegs {
+                ebx: crate::percpu::this_cpu() << 24,
                 ecx: CPUID_1_ECX_HYPERVISOR,
                 ..CpuidRegs::default()
             },
@@ -511,6 +623,26 @@ impl Platform for MockHv {
             },
             l => CpuidRegs::hypervisor_leaf(l, self.version, self.features).unwrap_or_default(),
         })
+    }
+
+    fn cycles(&self) -> Option<u64> {
+        let ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        Some(ns.saturating_mul(4).saturating_mul(self.clock_scale))
+    }
+
+    #[cfg(not(feature = "abi-1-2"))]
+    fn secondary_start(&self) -> Option<crate::platform::SecondaryStart> {
+        let boot_data = self.si.boot_data_start.0;
+        Some(crate::platform::SecondaryStart {
+            rip: IMAGE_VA + 0x100,
+            cr3: Gpa(boot_data + 2 * PAGE_SIZE),
+            gdt_base: boot_data + 3 * PAGE_SIZE,
+            gdt_limit: 0x17,
+        })
+    }
+
+    fn relax(&self) {
+        std::thread::yield_now();
     }
 
     fn init_heap(&self, start: Gpa, size: u64) -> bool {
@@ -530,5 +662,10 @@ pub fn boot(hv: MockHv) -> (ShutdownStatus, String, &'static MockHv) {
     let _console = crate::console::capture::begin();
     let hv: &'static MockHv = Box::leak(Box::new(hv));
     let status = crate::boot::run(hv, hv.start_gpa);
+    #[cfg(not(feature = "abi-1-2"))]
+    assert!(
+        hv.join_secondaries() || !hv.run_secondaries,
+        "a secondary vCPU's thread is still running after the boot"
+    );
     (status, crate::console::capture::text(), hv)
 }

@@ -60,8 +60,25 @@ impl ImageInfo {
     }
 }
 
-/// The machine, as the boot sequence and the test suites see it.
-pub trait Platform {
+/// Where a secondary vCPU starts (ABI 1.3): [`pv_abi::VcpuContext`] but for
+/// its stack and argument, which are the vCPU's own.
+#[cfg(not(feature = "abi-1-2"))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SecondaryStart {
+    /// The secondary entry stub (a virtual address in the image).
+    pub rip: u64,
+    /// The page tables vCPU 0 runs on: every vCPU shares them.
+    pub cr3: Gpa,
+    /// The GDT vCPU 0 runs on (its selectors 0x08 and 0x10 are the ones
+    /// the hypervisor loads).
+    pub gdt_base: u64,
+    /// Its limit.
+    pub gdt_limit: u32,
+}
+
+/// The machine, as the boot sequence and the test suites see it. Every
+/// vCPU uses it at once (ABI 1.3), so it is `Sync`.
+pub trait Platform: Sync {
     /// Executes `VMMCALL` with these registers and returns RAX.
     fn hypercall(&self, regs: &HypercallArgs) -> u64;
 
@@ -97,6 +114,19 @@ pub trait Platform {
     /// there is none.
     fn cycles(&self) -> Option<u64> {
         None
+    }
+
+    /// Where a secondary vCPU starts, read on the calling vCPU (its CR3
+    /// and GDTR); `None` where none can.
+    #[cfg(not(feature = "abi-1-2"))]
+    fn secondary_start(&self) -> Option<SecondaryStart> {
+        None
+    }
+
+    /// A moment's pause in a loop that waits for another vCPU (`PAUSE`; a
+    /// thread yield on the host, where vCPUs are threads).
+    fn relax(&self) {
+        core::hint::spin_loop();
     }
 
     /// Hands `[start, start + size)` (free, identity-mapped RAM) to the

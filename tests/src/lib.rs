@@ -123,6 +123,24 @@ pub fn boot_modules(spec: &MachineSpec, image: String, configs: &[String]) -> Ru
     )
 }
 
+/// Boots `spec` with `extra_cmdline` appended to the hypervisor's command
+/// line, `image` (a module string) and `configs` as modules.
+pub fn boot_modules_cmdline(
+    spec: &MachineSpec,
+    extra_cmdline: &str,
+    image: String,
+    configs: &[String],
+) -> RunResult {
+    let mut modules = vec![image];
+    modules.extend(configs.iter().cloned());
+    run(
+        spec.qemu_args(),
+        &format!("{} {extra_cmdline}", spec.cmdline),
+        modules,
+        xtask::DEFAULT_TIMEOUT,
+    )
+}
+
 fn run(
     machine_args: Vec<String>,
     cmdline: &str,

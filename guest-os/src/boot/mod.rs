@@ -19,17 +19,22 @@
 //! 6. The view: one line per node, then the distance matrix; with
 //!    `numa=fake=N` the emulated view that replaces it
 //!    ([`crate::numa::fake`]); then the memory manager built on it, printed
-//!    ([`crate::mm::boot`]).
-//! 7. A failure mode from the command line, if one was asked for.
-//! 8. The KTAP suites; the status is `SUCCESS` if all passed,
-//!    `TOPOLOGY_MISMATCH` if the ACPI cross-check found disagreements,
-//!    `TESTS_FAILED` otherwise.
+//!    ([`crate::mm::boot`]), with the secondary vCPUs' stacks reserved when
+//!    they are to come up.
+//! 7. ABI 1.3: the secondary vCPUs, brought up one at a time
+//!    (`crate::smp`; not in a guest built for ABI 1.2 or older).
+//! 8. A failure mode from the command line, if one was asked for.
+//! 9. The KTAP suites, then every secondary vCPU goes down; the status is
+//!    `SUCCESS` if all passed, `TOPOLOGY_MISMATCH` if the ACPI cross-check
+//!    found disagreements, `TESTS_FAILED` otherwise (or if a secondary vCPU
+//!    would not go down).
 
 pub mod start_info;
 #[cfg(not(feature = "abi-1-0"))]
 pub mod vnode_mem;
 
 use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt::{self, Write};
 
@@ -80,8 +85,12 @@ pub struct Guest {
     pub mismatches: Vec<String>,
     /// The node view the guest printed.
     pub view: Option<NodeView>,
-    /// The memory manager built on the view (`None` if it could not be).
-    pub mm: Option<crate::mm::Mm>,
+    /// The memory manager built on the view (`None` if it could not be),
+    /// shared with the secondary vCPUs.
+    pub mm: Option<Arc<crate::mm::Mm>>,
+    /// The secondary vCPUs (ABI 1.3), or why there are none.
+    #[cfg(not(feature = "abi-1-2"))]
+    pub smp: crate::smp::SmpState,
     /// PCI devices, their drivers, the DMA layer and its bounce pool.
     pub dma: crate::dma::setup::DmaSetup,
 }
@@ -416,9 +425,20 @@ pub fn run(p: &'static dyn Platform, start_gpa: u64) -> ShutdownStatus {
     }
     // numa=fake=N: Linux's NUMA emulation replaces the view before the mm.
     let view = crate::numa::fake::boot(&si, view, cmdline.numa_fake, &mut ConsoleOut);
-    // The memory manager: nodes, zones, zonelists, numa_mem_id (printed).
+    // The memory manager: nodes, zones, zonelists, numa_mem_id (printed);
+    // with secondary vCPUs to come, their stacks reserved on their nodes.
+    #[cfg(not(feature = "abi-1-2"))]
+    let smp_plan = crate::smp::plan(features, hv_version, si.nr_vcpus, &cmdline);
+    #[cfg(not(feature = "abi-1-2"))]
+    let cpu_blocks = smp_plan.is_ok().then_some(crate::percpu::STACK_ORDER);
+    #[cfg(feature = "abi-1-2")]
+    let cpu_blocks = None;
     let order = cmdline.numa_zonelist_order;
-    let mm = crate::mm::boot(&si, view.as_ref(), heap, order, &mut ConsoleOut);
+    let mm =
+        crate::mm::boot(&si, view.as_ref(), heap, order, cpu_blocks, &mut ConsoleOut).map(Arc::new);
+    // ABI 1.3: the secondary vCPUs, each on its own physical CPU.
+    #[cfg(not(feature = "abi-1-2"))]
+    let smp = crate::smp::boot(p, smp_plan, si.nr_vcpus, vn, mm.as_ref());
 
     let guest = Guest {
         p,
@@ -438,6 +458,8 @@ pub fn run(p: &'static dyn Platform, start_gpa: u64) -> ShutdownStatus {
         mismatches,
         view,
         mm,
+        #[cfg(not(feature = "abi-1-2"))]
+        smp,
         dma,
     };
 
@@ -480,6 +502,12 @@ pub fn run(p: &'static dyn Platform, start_gpa: u64) -> ShutdownStatus {
     for f in &summary.failures {
         println!("guest: FAILED: {f}");
     }
+    // Every secondary vCPU goes down before the domain does (and before
+    // the benchmark, which should have the machine to itself).
+    #[cfg(not(feature = "abi-1-2"))]
+    let smp_down = crate::smp::shutdown(&guest.smp);
+    #[cfg(feature = "abi-1-2")]
+    let smp_down = true;
     if guest.cmdline.bench {
         if let Some(mm) = &guest.mm {
             crate::mm::bench::run(mm, &|| p.cycles());
@@ -487,7 +515,7 @@ pub fn run(p: &'static dyn Platform, start_gpa: u64) -> ShutdownStatus {
     }
     let status = if !summary.ok() && !guest.mismatches.is_empty() {
         ShutdownStatus::TOPOLOGY_MISMATCH
-    } else if !summary.ok() || survived.is_some() {
+    } else if !summary.ok() || survived.is_some() || !smp_down {
         ShutdownStatus::TESTS_FAILED
     } else {
         ShutdownStatus::SUCCESS

@@ -48,7 +48,8 @@ pub enum PageState {
     Allocated = 2,
     /// A free order-0 page on a per-CPU list.
     Pcp = 3,
-    /// Never handed to the allocator (page 0, image, boot data, heap).
+    /// Never handed to the allocator (page 0, image, boot data, heap, the
+    /// per-CPU blocks taken at boot).
     Reserved = 4,
 }
 
@@ -536,6 +537,15 @@ impl Buddy {
         self.set_state(i, PageState::Allocated, order);
         self.nr_free -= 1 << order;
         Some(i)
+    }
+
+    /// Turns the allocated block at index `i` of `order` into reserved
+    /// pages, as if the allocator had never had them (memory taken at boot
+    /// before the allocator, as Linux's memblock). They never merge again.
+    pub fn reserve_allocated(&mut self, i: u32, order: u32) {
+        for j in i..i + (1u32 << order) {
+            self.set_state(j, PageState::Reserved, 0);
+        }
     }
 
     /// Checks that `gfn` heads an allocated block of `order` and returns its

@@ -143,17 +143,24 @@ impl MmConfig {
 }
 
 /// Builds the memory manager at boot, prints it ([`write_report`]) with
-/// every warning, and turns on failure reports. `None` (with the reason
-/// printed) if it cannot be built.
+/// every warning, and turns on failure reports. With `cpu_blocks`, one
+/// block of that order is reserved for every CPU but CPU 0
+/// ([`Mm::with_cpu_blocks`]: the secondary vCPUs' stacks). `None` (with the
+/// reason printed) if it cannot be built.
 pub fn boot(
     si: &StartInfo,
     view: Option<&NodeView>,
     heap: (Gpa, u64),
     order: Option<OrderChoice>,
+    cpu_blocks: Option<u32>,
     out: &mut dyn Write,
 ) -> Option<Mm> {
     let (cfg, mut warnings) = MmConfig::from_boot(si, view, heap, order);
-    match Mm::new(cfg) {
+    let built = match cpu_blocks {
+        Some(o) => Mm::with_cpu_blocks(cfg, o),
+        None => Mm::new(cfg),
+    };
+    match built {
         Ok(mm) => {
             warnings.extend(mm.warnings().iter().cloned());
             for w in &warnings {

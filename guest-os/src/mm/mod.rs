@@ -27,8 +27,10 @@
 //!
 //! # API (for memory policies, slabs and everything above)
 //!
-//! Everything is a method of [`Mm`] (`&self`; zones lock internally).
-//! Nodes are Linux's node ids (`u32`), CPUs are vCPU numbers.
+//! Everything is a method of [`Mm`] (`&self`; zones lock internally, so
+//! every vCPU allocates at once). Nodes are Linux's node ids (`u32`), CPUs
+//! are vCPU numbers; the current CPU is the vCPU the code runs on
+//! ([`crate::percpu`]), or the one [`Mm::with_cpu`] acts as.
 //!
 //! ```text
 //! // The one entry point every allocation goes through (Linux's
@@ -46,6 +48,7 @@
 //! fn numa_mem_id(&self) -> u32               fn cpu_to_mem(&self, cpu: u32) -> u32
 //! fn current_cpu(&self) -> u32
 //! fn with_cpu<R>(&self, cpu: u32, f: impl FnOnce(&Mm) -> R) -> Option<R>
+//! fn cpu_block(&self, cpu: u32) -> Option<Page>   // reserved at boot (with_cpu_blocks)
 //! fn node_distance(&self, a: u32, b: u32) -> u32
 //! fn memory_nodes / cpu_nodes / online_nodes(&self) -> NodeMask   // N_MEMORY, N_CPU, online
 //! fn node(&self, nid: u32) -> Option<&Node>  fn nodes(&self) -> &[Node]

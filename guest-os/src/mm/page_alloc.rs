@@ -134,7 +134,11 @@ pub struct Mm {
     order: ZonelistOrder,
     order_choice: Option<OrderChoice>,
     runs: Vec<FrameRun>,
-    current_cpu: AtomicU32,
+    /// Per vCPU (by [`crate::percpu::this_cpu`]): the CPU it acts as,
+    /// itself unless inside [`Mm::with_cpu`].
+    acting: Vec<AtomicU32>,
+    /// Per CPU: the block reserved for it at boot ([`Mm::with_cpu_blocks`]).
+    cpu_blocks: Vec<Option<Page>>,
     warn_on_failure: AtomicBool,
     failures: AtomicU64,
     warnings: Vec<String>,
@@ -146,6 +150,21 @@ impl Mm {
     /// `cfg.reserved`), zonelists for every node, the CPU maps. Problems
     /// that were worked around are in [`Mm::warnings`].
     pub fn new(cfg: MmConfig) -> Result<Mm, MmError> {
+        Self::build(cfg, None)
+    }
+
+    /// [`Mm::new`], and for every CPU but CPU 0 (which boots on a stack of
+    /// its own) one block of `2^order` pages taken before the allocator
+    /// gets the memory, as Linux takes each CPU's first per-CPU chunk from
+    /// memblock on the CPU's node: from the first zone of the CPU node's
+    /// fallback list with room (its local memory node, `cpu_to_mem`, when
+    /// that has room). The blocks are reserved pages, never managed
+    /// ([`Mm::cpu_block`] says where); a CPU none fits has none.
+    pub fn with_cpu_blocks(cfg: MmConfig, order: u32) -> Result<Mm, MmError> {
+        Self::build(cfg, Some(order))
+    }
+
+    fn build(cfg: MmConfig, cpu_block_order: Option<u32>) -> Result<Mm, MmError> {
         let n = cfg.nodes.len();
         if n == 0 || n > NodeMask::MAX_NODES as usize {
             return Err(MmError::Nodes(n));
@@ -235,10 +254,10 @@ impl Mm {
             .map(|&(s, e)| (s >> PAGE_SHIFT, e.div_ceil(PAGE_SIZE)))
             .collect();
 
-        // Zones.
-        let mut nodes: Vec<Node> = Vec::with_capacity(n);
-        for (nid, nc) in cfg.nodes.iter().enumerate() {
-            let mk = |zt: ZoneType| -> Result<Zone, MmError> {
+        // Buddy allocators, per node and zone.
+        let mut buddies: Vec<[Buddy; NR_ZONES]> = Vec::with_capacity(n);
+        for nid in 0..n {
+            let mk = |zt: ZoneType| -> Result<Buddy, MmError> {
                 let spans: Vec<(Gfn, u64, Maddr)> = kept
                     .iter()
                     .filter(|p| p.3 == nid as u32 && p.4 == zt)
@@ -248,51 +267,85 @@ impl Mm {
                     .iter()
                     .flat_map(|s| subtract((s.0 .0, s.0 .0 + s.1), &reserved))
                     .collect();
-                let buddy = Buddy::new(&spans, &free).map_err(|error| MmError::Zone {
+                Buddy::new(&spans, &free).map_err(|error| MmError::Zone {
                     nid: nid as u32,
                     zone: zt,
                     error,
-                })?;
-                Ok(Zone::new(nid as u32, zt, buddy, cfg.nr_cpus))
+                })
             };
-            let zones = [
+            buddies.push([
                 mk(ZoneType::Dma)?,
                 mk(ZoneType::Dma32)?,
                 mk(ZoneType::Normal)?,
-            ];
+            ]);
+        }
+
+        // Zonelists. Whether a zone is populated does not depend on what
+        // is reserved; the default order's sizes are taken after the CPU
+        // blocks, as Linux's are after memblock, and the lists rebuilt in
+        // the (rare) case the blocks tipped the choice.
+        let populated: Vec<[bool; NR_ZONES]> = buddies
+            .iter()
+            .map(|b| core::array::from_fn(|z| b[z].pages() > 0))
+            .collect();
+        let choose = |buddies: &[[Buddy; NR_ZONES]]| match cfg.order {
+            None | Some(OrderChoice::Node) => ZonelistOrder::Node,
+            Some(OrderChoice::Zone) => ZonelistOrder::Zone,
+            Some(OrderChoice::Default) => default_zonelist_order(&zone_sizes(buddies, &node_cpus)),
+        };
+        let build_lists = |order| {
+            build_all_zonelists(
+                &ZonelistInput {
+                    nr_nodes: n,
+                    distances: &distances,
+                    populated: &populated,
+                    cpus: CpuPenalty::X86,
+                },
+                order,
+            )
+        };
+        let mut order = choose(&buddies);
+        let mut built = build_lists(order);
+        let mut cpu_blocks: Vec<Option<Page>> = vec![None; cfg.nr_cpus as usize];
+        if let Some(block_order) = cpu_block_order.filter(|&o| o <= MAX_ORDER) {
+            for (cpu, slot) in cpu_blocks.iter_mut().enumerate().skip(1) {
+                let nid = cpu_to_node[cpu] as usize;
+                *slot = built.fallback[nid].refs().iter().find_map(|z| {
+                    let b = &mut buddies[z.nid as usize][z.zone.index()];
+                    let i = b.alloc(block_order)?;
+                    b.reserve_allocated(i, block_order);
+                    let (gfn, maddr) = b.gfn_maddr_of(i);
+                    Some(Page {
+                        gfn,
+                        order: block_order,
+                        nid: z.nid,
+                        zone: z.zone,
+                        maddr,
+                    })
+                });
+            }
+            let after = choose(&buddies);
+            if after != order {
+                order = after;
+                built = build_lists(order);
+            }
+        }
+        let mut nodes: Vec<Node> = Vec::with_capacity(n);
+        for (nid, (nc, [dma, dma32, normal])) in cfg.nodes.iter().zip(buddies).enumerate() {
+            let zone = |zt, b| Zone::new(nid as u32, zt, b, cfg.nr_cpus);
             nodes.push(Node {
                 id: nid as u32,
                 vnode: nc.vnode,
                 cpus: core::mem::take(&mut node_cpus[nid]),
-                zones,
-                node_order: Vec::new(),
-                zonelists: [Zonelist::default(), Zonelist::default()],
+                zones: [
+                    zone(ZoneType::Dma, dma),
+                    zone(ZoneType::Dma32, dma32),
+                    zone(ZoneType::Normal, normal),
+                ],
+                node_order: built.node_order[nid].clone(),
+                zonelists: [built.fallback[nid].clone(), built.nofallback[nid].clone()],
                 stats: NodeStats::default(),
             });
-        }
-
-        // Zonelists.
-        let populated: Vec<[bool; NR_ZONES]> = nodes
-            .iter()
-            .map(|nd| core::array::from_fn(|z| nd.zones[z].populated()))
-            .collect();
-        let order = match cfg.order {
-            None | Some(OrderChoice::Node) => ZonelistOrder::Node,
-            Some(OrderChoice::Zone) => ZonelistOrder::Zone,
-            Some(OrderChoice::Default) => default_zonelist_order(&zone_sizes(&nodes)),
-        };
-        let built = build_all_zonelists(
-            &ZonelistInput {
-                nr_nodes: n,
-                distances: &distances,
-                populated: &populated,
-                cpus: CpuPenalty::X86,
-            },
-            order,
-        );
-        for (k, node) in nodes.iter_mut().enumerate() {
-            node.node_order = built.node_order[k].clone();
-            node.zonelists = [built.fallback[k].clone(), built.nofallback[k].clone()];
         }
         let cpu_to_mem = cpu_to_node
             .iter()
@@ -317,7 +370,8 @@ impl Mm {
             order,
             order_choice: cfg.order,
             runs,
-            current_cpu: AtomicU32::new(0),
+            acting: (0..cfg.nr_cpus).map(AtomicU32::new).collect(),
+            cpu_blocks,
             warn_on_failure: AtomicBool::new(false),
             failures: AtomicU64::new(0),
             warnings,
@@ -424,10 +478,14 @@ impl Mm {
             .unwrap_or(NUMA_NO_NODE)
     }
 
-    /// The CPU this code runs on (vCPU 0, unless inside [`Mm::with_cpu`]).
+    /// The CPU this code runs on ([`crate::percpu::this_cpu`]), or the
+    /// one it acts as inside [`Mm::with_cpu`].
     #[inline]
     pub fn current_cpu(&self) -> u32 {
-        self.current_cpu.load(Ordering::Relaxed)
+        let me = crate::percpu::this_cpu();
+        self.acting
+            .get(me as usize)
+            .map_or(me, |a| a.load(Ordering::Relaxed))
     }
 
     /// `numa_node_id()`: the current CPU's node.
@@ -441,17 +499,32 @@ impl Mm {
         self.cpu_to_mem(self.current_cpu())
     }
 
-    /// Runs `f` as if on `cpu` (the guest runs vCPU 0 only; this is how
-    /// tests and callers act for another CPU: its node, its per-CPU lists,
-    /// its local/other accounting). `None` if there is no such CPU.
+    /// Runs `f` as if on `cpu`: how tests act for a CPU without running on
+    /// it (its node, its per-CPU lists, its local/other accounting). Only
+    /// the calling vCPU acts as `cpu`; the others go on as themselves.
+    /// `None` if there is no such CPU.
     pub fn with_cpu<R>(&self, cpu: u32, f: impl FnOnce(&Self) -> R) -> Option<R> {
         if cpu >= self.nr_cpus {
             return None;
         }
-        let old = self.current_cpu.swap(cpu, Ordering::Relaxed);
+        let slot = self.acting.get(crate::percpu::this_cpu() as usize)?;
+        let old = slot.swap(cpu, Ordering::Relaxed);
         let r = f(self);
-        self.current_cpu.store(old, Ordering::Relaxed);
+        slot.store(old, Ordering::Relaxed);
         Some(r)
+    }
+
+    /// The block reserved for `cpu` at boot ([`Mm::with_cpu_blocks`]).
+    pub fn cpu_block(&self, cpu: u32) -> Option<Page> {
+        self.cpu_blocks.get(cpu as usize).copied().flatten()
+    }
+
+    /// Every block reserved for a CPU at boot, with its CPU.
+    pub fn cpu_blocks(&self) -> impl Iterator<Item = (u32, Page)> + '_ {
+        self.cpu_blocks
+            .iter()
+            .enumerate()
+            .filter_map(|(c, p)| p.map(|p| (c as u32, p)))
     }
 
     /// The order of the fallback lists.
@@ -786,15 +859,17 @@ impl Mm {
     }
 }
 
-/// Per online node: present and managed pages of each zone.
-fn zone_sizes(nodes: &[Node]) -> Vec<[ZoneSizes; NR_ZONES]> {
-    nodes
+/// Per online node (CPUs or memory): present and managed pages of each
+/// zone.
+fn zone_sizes(buddies: &[[Buddy; NR_ZONES]], cpus: &[Vec<u32>]) -> Vec<[ZoneSizes; NR_ZONES]> {
+    buddies
         .iter()
-        .filter(|n| n.online())
-        .map(|n| {
+        .zip(cpus)
+        .filter(|(b, c)| !c.is_empty() || b.iter().any(|z| z.pages() > 0))
+        .map(|(b, _)| {
             core::array::from_fn(|z| ZoneSizes {
-                present: n.zones[z].present(),
-                managed: n.zones[z].managed(),
+                present: b[z].pages(),
+                managed: b[z].nr_free(),
             })
         })
         .collect()

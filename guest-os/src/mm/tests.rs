@@ -527,3 +527,132 @@ fn memoryless_node_and_thisnode() {
     assert_eq!(mm.free(p), Ok(()));
     assert_eq!(mm.free(p), Err(FreeError::NotAllocated(p.gpa())));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Per-CPU blocks taken at boot: every CPU but 0 gets one on its local
+    /// memory node when that node has room, else on a later zone of its
+    /// node's fallback list; the blocks are reserved (not managed, never
+    /// freed, never merged) and everything still adds up.
+    #[test]
+    fn cpu_blocks_on_local_memory(t in topo(12), order in 0u32..4) {
+        let plain = Mm::new(config(&t)).unwrap();
+        let mm = Mm::with_cpu_blocks(config(&t), order).unwrap();
+        prop_assert_eq!(mm.cpu_block(0), None);
+        let mut taken: BTreeMap<u32, u64> = BTreeMap::new();
+        for cpu in 1..mm.nr_cpus() {
+            let Some(b) = mm.cpu_block(cpu) else {
+                // Only when no zone of the list has a block that large.
+                let node = mm.cpu_to_node(cpu);
+                let zl = plain.zonelist(node, ZonelistKind::Fallback).unwrap();
+                prop_assert!(zl.refs().iter().all(|z| plain.zone(*z).managed() < 1 << order));
+                continue;
+            };
+            prop_assert_eq!(b.order, order);
+            prop_assert!(b.gfn.0.is_multiple_of(1 << order));
+            let first = mm
+                .zonelist(mm.cpu_to_node(cpu), ZonelistKind::Fallback)
+                .unwrap()
+                .refs()[0];
+            if plain.zone(first).managed() >= 16 << order {
+                prop_assert_eq!(b.nid, mm.cpu_to_mem(cpu));
+            }
+            for f in b.gfn.0..b.gfn.0 + b.pages() {
+                prop_assert_eq!(mm.page_state(Gfn(f)), Some((PageState::Reserved, 0)));
+            }
+            prop_assert_eq!(mm.free(b), Err(FreeError::Reserved(b.gpa())));
+            *taken.entry(b.nid).or_default() += b.pages();
+        }
+        prop_assert_eq!(
+            mm.cpu_blocks().map(|(_, b)| b.pages()).sum::<u64>(),
+            taken.values().sum::<u64>()
+        );
+        for n in mm.nodes() {
+            let t = taken.get(&n.id()).copied().unwrap_or(0);
+            let was = plain.node(n.id()).unwrap().managed_pages();
+            prop_assert_eq!(n.managed_pages() + t, was);
+            prop_assert_eq!(n.present_pages(), plain.node(n.id()).unwrap().present_pages());
+        }
+        prop_assert!(mm.check().is_empty(), "{:?}", mm.check());
+        // Everything managed can still be allocated, and nothing more.
+        let mut got = 0;
+        for o in (0..=MAX_ORDER).rev() {
+            while let Ok(p) = mm.alloc_pages(Gfp::NOWARN, o) {
+                got += p.pages();
+            }
+        }
+        let managed: u64 = mm.zones().map(|z| z.managed()).sum();
+        prop_assert_eq!(got, managed);
+    }
+}
+
+/// Each thread (a vCPU in host tests) is its own CPU: its per-CPU lists,
+/// its node; `with_cpu` on one leaves the others as they are; many
+/// allocating at once keep the allocator sound.
+#[test]
+fn every_vcpu_is_its_own_cpu() {
+    let t = Topo {
+        n: 2,
+        distances: vec![10, 20, 20, 10],
+        populated: vec![[false, true, true], [false, true, true]],
+        cpus: vec![true, true],
+    };
+    let mut cfg = config(&t);
+    cfg.nr_cpus = 4;
+    cfg.nodes[0].cpus = vec![0, 1];
+    cfg.nodes[1].cpus = vec![2, 3];
+    let mm = Mm::with_cpu_blocks(cfg, crate::percpu::STACK_ORDER).unwrap();
+    assert_eq!(mm.current_cpu(), 0);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (1..4u32)
+            .map(|cpu| {
+                let mm = &mm;
+                s.spawn(move || {
+                    crate::percpu::set_this_cpu(cpu);
+                    let mut bad = Vec::new();
+                    for round in 0..200 {
+                        if mm.current_cpu() != cpu {
+                            bad.push(format!("cpu {cpu} runs as {}", mm.current_cpu()));
+                        }
+                        let mut pages = Vec::new();
+                        for _ in 0..8 {
+                            match mm.alloc_pages(Gfp::KERNEL | Gfp::NOWARN, round % 2) {
+                                Ok(p) if p.nid == mm.cpu_to_mem(cpu) => pages.push(p),
+                                other => bad.push(format!("cpu {cpu}: {other:?}")),
+                            }
+                        }
+                        for p in pages {
+                            if let Err(e) = mm.free(p) {
+                                bad.push(format!("cpu {cpu}: free: {e}"));
+                            }
+                        }
+                    }
+                    mm.drain_local_pages();
+                    bad
+                })
+            })
+            .collect();
+        // Meanwhile this thread acts as CPU 2 for a while, which moves no
+        // other thread.
+        for _ in 0..200 {
+            let r = mm.with_cpu(2, |m| (m.current_cpu(), m.alloc_pages(Gfp::KERNEL, 0)));
+            let (cpu, p) = r.unwrap();
+            assert_eq!(cpu, 2);
+            let p = p.unwrap();
+            assert_eq!(p.nid, 1);
+            mm.with_cpu(2, |m| m.free(p)).unwrap().unwrap();
+        }
+        for w in workers {
+            let bad = w.join().unwrap();
+            assert!(bad.is_empty(), "{bad:?}");
+        }
+    });
+    assert_eq!(mm.current_cpu(), 0);
+    mm.drain_all_pages();
+    assert!(mm.check().is_empty(), "{:?}", mm.check());
+    for z in mm.zones() {
+        let i = z.info();
+        assert_eq!((i.free, i.pcp, i.used), (i.managed, 0, 0), "{i:?}");
+    }
+}

@@ -8,7 +8,8 @@
 //!
 //! A [`Zone`] holds its spans, its page counts (present: guest memory in
 //! the zone; managed: what the buddy allocator got, i.e. present minus
-//! page 0, the image, the boot data and the kernel heap), its buddy
+//! page 0, the image, the boot data, the kernel heap and the per-CPU
+//! blocks taken at boot), its buddy
 //! allocator and one per-CPU list per vCPU, behind one lock (`zone->lock`).
 
 use alloc::vec::Vec;

@@ -1,4 +1,5 @@
-//! `VMMCALL`, CPUID, CR3, and the deliberate ways to stop the vCPU.
+//! `VMMCALL`, CPUID, CR3, the GDTR, the stack's vCPU id, and the
+//! deliberate ways to stop the vCPU.
 
 use core::arch::asm;
 
@@ -47,6 +48,19 @@ pub fn read_cr3() -> u64 {
     v
 }
 
+/// The GDTR: base and limit.
+pub fn read_gdtr() -> (u64, u16) {
+    let mut gdtr = [0u8; 10];
+    // SAFETY: SGDT stores the 10-byte GDTR into `gdtr` and nothing else.
+    unsafe {
+        asm!("sgdt [{}]", in(reg) gdtr.as_mut_ptr(), options(nostack, preserves_flags));
+    }
+    let limit = u16::from_le_bytes([gdtr[0], gdtr[1]]);
+    let mut base = [0u8; 8];
+    base.copy_from_slice(&gdtr[2..]);
+    (u64::from_le_bytes(base), limit)
+}
+
 /// Reloads CR3 with its own value: flushes the non-global TLB entries.
 pub fn flush_tlb() {
     // SAFETY: writing CR3 back unchanged keeps the same address space.
@@ -83,6 +97,28 @@ pub fn triple_fault() -> ! {
             options(noreturn, nostack),
         )
     }
+}
+
+/// The vCPU id in the header at the base of the current stack: RSP rounded
+/// down to `stack_size` (a power of two), see `crate::percpu`.
+#[inline(always)]
+pub fn stack_header_cpu(stack_size: u64) -> u32 {
+    let cpu: u32;
+    // SAFETY: every stack the guest runs on is `stack_size` bytes, aligned
+    // to its size, mapped, and starts with its header (`crate::percpu`), so
+    // the load reads that header and nothing else; it writes no memory.
+    unsafe {
+        asm!(
+            "mov {p}, rsp",
+            "and {p}, {mask}",
+            "mov {c:e}, dword ptr [{p}]",
+            p = out(reg) _,
+            mask = in(reg) !(stack_size - 1),
+            c = lateout(reg) cpu,
+            options(nostack, readonly),
+        )
+    };
+    cpu
 }
 
 /// Reads the time-stamp counter.

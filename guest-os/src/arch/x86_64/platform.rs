@@ -50,7 +50,14 @@ pub fn init_image_gpa(start_info: u64) {
 pub struct BareMetal {
     /// Hands a region to the global allocator (the binary owns it).
     pub heap_init: fn(u64, u64),
+    /// The secondary vCPUs' entry stub (the binary's).
+    #[cfg(not(feature = "abi-1-2"))]
+    pub secondary_entry: unsafe extern "C" fn() -> !,
 }
+
+/// Physical-address bits of CR3 (the PML4's address).
+#[cfg(not(feature = "abi-1-2"))]
+const CR3_ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 
 impl Platform for BareMetal {
     fn hypercall(&self, regs: &HypercallArgs) -> u64 {
@@ -83,8 +90,9 @@ impl Platform for BareMetal {
 
     fn probe_phys_u64(&self, gpa: Gpa, pattern: u64) -> u64 {
         // SAFETY: the memory suite probes only guest memory that holds
-        // nothing live (outside the image, boot data and heap), one vCPU,
-        // interrupts off; the old value is put back.
+        // nothing live (outside the image, boot data, heap and the
+        // secondary vCPUs' stacks: no vCPU touches it), interrupts off;
+        // the old value is put back.
         unsafe {
             let old = phys::read_u64(gpa.0);
             phys::write_u64(gpa.0, pattern);
@@ -109,6 +117,17 @@ impl Platform for BareMetal {
 
     fn cpuid(&self, leaf: u32) -> Option<CpuidRegs> {
         Some(cpu::cpuid(leaf))
+    }
+
+    #[cfg(not(feature = "abi-1-2"))]
+    fn secondary_start(&self) -> Option<crate::platform::SecondaryStart> {
+        let (gdt_base, gdt_limit) = cpu::read_gdtr();
+        Some(crate::platform::SecondaryStart {
+            rip: self.secondary_entry as usize as u64,
+            cr3: Gpa(cpu::read_cr3() & CR3_ADDR_MASK),
+            gdt_base,
+            gdt_limit: u32::from(gdt_limit),
+        })
     }
 
     fn init_heap(&self, start: Gpa, size: u64) -> bool {

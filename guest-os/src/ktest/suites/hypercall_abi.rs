@@ -485,10 +485,12 @@ fn predict(g: &Guest, regs: &HypercallArgs) -> Option<Result<u64, Error>> {
         #[cfg(not(feature = "abi-1-1"))]
         HypercallRequest::DmaExchange { info } => query(info, 48, Features::DMA_EXCHANGE),
         // Only what cannot start or stop a vCPU is predicted: this suite
-        // runs on vCPU 0, which may not go down; whether another is up
-        // depends on the SMP suites.
+        // runs on vCPU 0, which may not go down. IS_UP is predicted where
+        // the guest knows: vCPU 0 is up, and so is a secondary waiting for
+        // jobs; one never started, or seen down, is down.
         #[cfg(not(feature = "abi-1-2"))]
         HypercallRequest::VcpuOp { op } => {
+            use crate::smp::{CpuState, SmpState};
             if !g.features.contains(Features::VCPU_OP) {
                 return None;
             }
@@ -499,7 +501,16 @@ fn predict(g: &Guest, regs: &HypercallArgs) -> Option<Result<u64, Error>> {
                 pv_abi::VcpuOp::Down { .. } | pv_abi::VcpuOp::Up { vcpu: 0, .. } => {
                     Some(Err(Error::InvalidArgument))
                 }
-                _ => None,
+                pv_abi::VcpuOp::IsUp { vcpu: 0 } => Some(Ok(1)),
+                pv_abi::VcpuOp::IsUp { vcpu } => match &g.smp {
+                    SmpState::Off(_) => Some(Ok(0)),
+                    SmpState::On(smp) => match smp.slot(vcpu).map(|s| s.state()) {
+                        Some(CpuState::Down) => Some(Ok(0)),
+                        Some(CpuState::Idle) => Some(Ok(1)),
+                        _ => None,
+                    },
+                },
+                pv_abi::VcpuOp::Up { .. } => None,
             }
         }
     }

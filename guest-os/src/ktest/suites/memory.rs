@@ -38,11 +38,18 @@ pub static SUITE: Suite<Guest> = Suite {
 
 /// The 8 bytes at the start and at the end of every memory range: written
 /// with a pattern, read back and restored where the memory is free; read
-/// where it is in use (image, boot data, page 0, heap). An unmapped address
-/// would fault the guest (an NPF the hypervisor reports).
+/// where it is in use (image, boot data, page 0, heap, the secondary
+/// vCPUs' stacks). An unmapped address would fault the guest (an NPF the
+/// hypervisor reports).
 fn every_range_mapped(g: &Guest) -> TestResult {
     let mut in_use: Vec<(u64, u64)> = taken(&g.si).to_vec();
     in_use.push((g.heap.0 .0, g.heap.0 .0 + g.heap.1));
+    if let Some(mm) = &g.mm {
+        in_use.extend(
+            mm.cpu_blocks()
+                .map(|(_, p)| (p.gpa().0, p.gpa().0 + p.bytes())),
+        );
+    }
     let mut bad = Vec::new();
     for r in g.si.mem_ranges() {
         let end = r.gpa.0.saturating_add(r.size);

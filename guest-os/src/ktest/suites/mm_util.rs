@@ -14,7 +14,7 @@ use crate::mm::{Gfp, Mm, NumaStat, NumaStats, Page, ZoneInfo, ZoneType, Zonelist
 
 /// The memory manager built at boot, or a failure.
 pub fn mm(g: &Guest) -> Result<&Mm, TestError> {
-    g.mm.as_ref()
+    g.mm.as_deref()
         .ok_or_else(|| TestError::Fail("the memory manager was not built at boot".into()))
 }
 

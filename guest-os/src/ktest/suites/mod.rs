@@ -22,6 +22,7 @@ pub mod policy_preferred_many;
 pub mod policy_util;
 pub mod policy_weighted_interleave;
 pub mod slab;
+pub mod smp;
 pub mod thisnode;
 pub mod vnuma;
 pub mod zonelists;
@@ -37,12 +38,16 @@ use crate::platform::FailMode;
 
 /// Every suite, in run order. The memory-manager suites come after the
 /// boot ones, and `accounting` last of them: it checks that every page came
-/// back. The DMA suites (`dma`, `edu`) run at the end.
-pub static ALL: [&Suite<Guest>; 23] = [
+/// back. `smp` runs before them (its last test takes every secondary vCPU
+/// down, so they run on vCPU 0 alone and `accounting` sees what the
+/// secondaries allocated come back). The DMA suites (`dma`, `edu`) run at
+/// the end.
+pub static ALL: [&Suite<Guest>; 24] = [
     &boot::SUITE,
     &vnuma::SUITE,
     &acpi::SUITE,
     &hypercall_abi::SUITE,
+    &smp::SUITE,
     &memory::SUITE,
     &zones::SUITE,
     &zonelists::SUITE,
@@ -110,6 +115,7 @@ mod tests {
                 "vnuma",
                 "acpi",
                 "hypercall_abi",
+                "smp",
                 "memory",
                 "zones",
                 "zonelists",

@@ -1,9 +1,9 @@
 //! Suite `zones`: zones follow machine addresses (what a device sees), not
 //! guest-physical ones; every page of guest memory is in exactly one zone
 //! of its node; managed memory is the free memory (page 0, the image, the
-//! boot data and the heap are reserved); a domain whose machine memory is
-//! all above 4 GiB has empty DMA and DMA32 zones; DMA allocations land
-//! below their limits.
+//! boot data, the heap and the secondary vCPUs' stacks are reserved); a
+//! domain whose machine memory is all above 4 GiB has empty DMA and DMA32
+//! zones; DMA allocations land below their limits.
 
 use alloc::format;
 use alloc::vec::Vec;
@@ -145,11 +145,16 @@ fn zone_sizes_from_start_info(g: &Guest) -> TestResult {
 }
 
 /// Reserved pages are exactly the pages of page 0, the image, the boot
-/// data and the heap that are guest memory; each is marked reserved.
+/// data, the heap and the secondary vCPUs' stacks that are guest memory;
+/// each is marked reserved.
 fn reserved_pages_not_managed(g: &Guest) -> TestResult {
     let mm = mm(g)?;
     let mut used: Vec<(u64, u64)> = taken(&g.si).to_vec();
     used.push((g.heap.0 .0, g.heap.0 .0 + g.heap.1));
+    used.extend(
+        mm.cpu_blocks()
+            .map(|(_, p)| (p.gpa().0, p.gpa().0 + p.bytes())),
+    );
     let pages = coalesce(
         used.iter()
             .map(|&(s, e)| (s >> PAGE_SHIFT, e.div_ceil(PAGE_SIZE))),
