@@ -8,6 +8,7 @@
 //! | `fail=triple` | load an empty IDT and raise `#UD`: a triple fault |
 //! | `fail=hypercall` | issue garbage hypercalls, check each answer (an extra KTAP suite), go on |
 //! | `fail=halt` | `cli; hlt`: a vCPU that can never wake up |
+//! | `fail_vcpu=N` | the `fail=` mode happens on secondary vCPU N (ABI 1.3, once it is up) instead of vCPU 0 |
 //! | `ktest=a,b` | run only these KTAP suites |
 //! | `numa_zonelist_order=node\|zone\|default` | fallback lists in node order (the default), Linux 4.13's zone order, or the pre-4.14 heuristic; as Linux, the first letter decides, either case |
 //! | `swiotlb=[N][,A][,force\|noforce]` | the bounce pool: `N` 2 KiB slots (default 512, 1 MiB), `A` areas; `force` bounces every DMA mapping, `noforce` none (Linux's syntax; `crate::dma::setup`) |
@@ -41,6 +42,8 @@ pub struct Cmdline {
     pub bench: bool,
     /// `nosmp`: no secondary vCPU is brought up.
     pub nosmp: bool,
+    /// `fail_vcpu=N`: the vCPU that fails on purpose (0 when `None`).
+    pub fail_vcpu: Option<u32>,
     /// What was not understood.
     pub warnings: Vec<String>,
 }
@@ -78,6 +81,12 @@ pub fn parse(cmdline: &str) -> Cmdline {
                     "fail={v}: unknown failure mode (known: npf, triple, hypercall, halt); ignored"
                 )),
             },
+            ("fail_vcpu", Some(v)) => match v.parse::<u32>() {
+                Ok(n) => c.fail_vcpu = Some(n),
+                Err(_) => c
+                    .warnings
+                    .push(format!("fail_vcpu={v}: not a vCPU number; ignored")),
+            },
             ("ktest", Some(v)) => {
                 c.ktest = Some(
                     v.split(',')
@@ -105,6 +114,7 @@ pub fn parse(cmdline: &str) -> Cmdline {
             }
             (
                 "fail"
+                | "fail_vcpu"
                 | "ktest"
                 | "numa_zonelist_order"
                 | "numa"
@@ -124,6 +134,14 @@ pub fn parse(cmdline: &str) -> Cmdline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fail_vcpu_names_a_vcpu() {
+        assert_eq!(parse("fail=npf fail_vcpu=3").fail_vcpu, Some(3));
+        let c = parse("fail_vcpu=x fail_vcpu");
+        assert_eq!(c.fail_vcpu, None);
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    }
 
     #[test]
     fn failure_modes() {

@@ -4,10 +4,11 @@
 //! that share a CPU take turns, and a domain ends cleanly with every vCPU
 //! stopped.
 
+use pv_abi::exit::ExitCode;
 use tests::ktap::{self, Ktap};
 use tests::{boot_domains, domain_config, domain_lines, domain_report, DomainReport};
 use xtask::machine::{preset, MachineSpec};
-use xtask::qemu::RunResult;
+use xtask::qemu::{Outcome, RunResult};
 
 fn default_machine() -> MachineSpec {
     preset("default").expect("default preset")
@@ -216,4 +217,49 @@ fn nosmp_keeps_the_guest_on_vcpu_0() {
         .suite("smp")
         .unwrap_or_else(|| panic!("no smp suite; {}", context(&run)));
     assert!(smp.skip, "{}", context(&run));
+}
+
+#[test]
+fn a_fault_on_a_secondary_vcpu_ends_the_whole_domain_and_the_next_runs() {
+    let configs = [
+        domain_config("fault-secondary.cfg"),
+        domain_config("two-vnodes.cfg"),
+    ];
+    let run = boot_domains(&default_machine(), "", &configs);
+    match domain_report(&run.console, 1) {
+        Some(DomainReport::Killed { reason, gpa, .. }) => {
+            assert!(reason.contains("nested page fault"), "{reason}");
+            assert!(gpa.is_some(), "{}", context(&run));
+        }
+        other => panic!("{other:?}; {}", context(&run)),
+    }
+    assert!(
+        run.console
+            .lines()
+            .any(|l| l == "numavisor: domain 1: vcpu 1 ended the domain"),
+        "{}",
+        context(&run)
+    );
+    assert!(
+        domain_lines(&run.console, 1)
+            .iter()
+            .any(|l| l == "guest: fail=npf: on vcpu 1"),
+        "{}",
+        context(&run)
+    );
+    let teardown = "numavisor: domain 1: teardown:";
+    assert!(
+        run.console
+            .lines()
+            .any(|l| l.starts_with(teardown) && l.contains("heap probe matches")),
+        "{}",
+        context(&run)
+    );
+    assert_smp_domain_passed(&run, 2, 3);
+    assert_eq!(
+        run.outcome,
+        Outcome::Exited(ExitCode::Failure),
+        "{}",
+        context(&run)
+    );
 }

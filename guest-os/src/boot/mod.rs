@@ -464,6 +464,9 @@ pub fn run(p: &'static dyn Platform, start_gpa: u64) -> ShutdownStatus {
     };
 
     let mut survived = None;
+    if let (Some(k), Some(mode)) = (guest.cmdline.fail_vcpu, guest.cmdline.fail) {
+        println!("guest: fail={}: on vcpu {k}", mode.name());
+    }
     match guest.cmdline.fail {
         Some(FailMode::Hypercall) => println!(
             "guest: fail=hypercall: garbage hypercalls follow, checked as KTAP suite '{}'",
@@ -483,7 +486,10 @@ pub fn run(p: &'static dyn Platform, start_gpa: u64) -> ShutdownStatus {
                 }
             );
             crate::console::flush();
-            let why = p.fail(mode, guest.hole);
+            let why = match guest.cmdline.fail_vcpu {
+                Some(k) if k != 0 => fail_on_secondary(&guest, k, mode),
+                _ => p.fail(mode, guest.hole),
+            };
             println!("guest: fail={}: still running: {why}", mode.name());
             survived = Some(why);
         }
@@ -522,4 +528,26 @@ pub fn run(p: &'static dyn Platform, start_gpa: u64) -> ShutdownStatus {
     };
     println!("guest: shutting down: {status}");
     status
+}
+
+/// `fail=` on secondary vCPU `k` (`fail_vcpu=k`): posts the failure to it
+/// and waits; returns only if the domain survived it, with why.
+#[cfg(not(feature = "abi-1-2"))]
+fn fail_on_secondary(guest: &Guest, k: u32, mode: FailMode) -> String {
+    let Some(smp) = guest.smp.smp() else {
+        return alloc::format!("fail_vcpu={k}: no secondary vcpu is up");
+    };
+    // Its boot work first: a job is posted to an idle vCPU.
+    smp.settle(k, crate::smp::JOB_SECS);
+    match smp.run_job(k, crate::smp::Job::Fail(mode, guest.hole)) {
+        Ok(crate::smp::JobResult::Survived(why)) => alloc::format!("on vcpu {k}: {why}"),
+        Ok(other) => alloc::format!("vcpu {k} answered {other:?}"),
+        Err(e) => alloc::format!("vcpu {k}: {e}"),
+    }
+}
+
+/// Without `VCPU_OP` (a guest for ABI 1.2 or older) there is no secondary.
+#[cfg(feature = "abi-1-2")]
+fn fail_on_secondary(_guest: &Guest, k: u32, _mode: FailMode) -> String {
+    alloc::format!("fail_vcpu={k}: this guest has no secondary vcpus (ABI before 1.3)")
 }

@@ -370,6 +370,9 @@ pub enum Job {
     Op(pv_abi::VcpuOp),
     /// Go down (`VCPU_OP` DOWN).
     Down,
+    /// Fail on purpose (`fail=` with `fail_vcpu=`): the hypervisor should
+    /// end the whole domain; answered only if the failure did not happen.
+    Fail(crate::platform::FailMode, pv_abi::Gpa),
 }
 
 /// What a job answered.
@@ -385,6 +388,8 @@ pub enum JobResult {
     Op(Result<u64, Error>),
     /// [`Job::Down`]: about to call DOWN.
     Leaving,
+    /// [`Job::Fail`]: still running, and why.
+    Survived(String),
 }
 
 /// What a secondary recorded about itself.
