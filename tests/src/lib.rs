@@ -70,6 +70,21 @@ pub fn current_images() -> (PathBuf, PathBuf) {
     (t.hypervisor.clone(), t.guest.clone())
 }
 
+/// The default machine preset (4 nodes, 6 CPUs, a memoryless and a
+/// CPU-less node).
+pub fn default_machine() -> MachineSpec {
+    xtask::machine::preset("default").expect("default preset")
+}
+
+/// How a run ended and its whole console, for assertion messages.
+pub fn context(run: &RunResult) -> String {
+    format!(
+        "{}\n--- console ---\n{}",
+        run.outcome.describe(),
+        run.console
+    )
+}
+
 /// Boots the hypervisor on `spec` with `extra_cmdline` appended.
 pub fn boot(spec: &MachineSpec, extra_cmdline: &str) -> RunResult {
     boot_with(

@@ -11,6 +11,7 @@
 use pv_abi::exit::ExitCode;
 use pv_abi::{AbiVersion, ShutdownStatus};
 use tests::abi::boot_pair;
+use tests::context;
 use tests::ktap::{self, Ktap};
 use tests::{domain_lines, domain_report, DomainReport};
 use xtask::machine::{preset, MachineSpec};
@@ -18,14 +19,6 @@ use xtask::qemu::{Outcome, RunResult};
 
 fn machine() -> MachineSpec {
     preset("default").expect("default preset")
-}
-
-fn context(run: &RunResult) -> String {
-    format!(
-        "{}\n--- console ---\n{}",
-        run.outcome.describe(),
-        run.console
-    )
 }
 
 /// The current ABI, as the current builds print it.

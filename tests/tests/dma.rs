@@ -20,6 +20,7 @@
 
 use pv_abi::exit::ExitCode;
 use tests::abi::abi_images;
+use tests::context;
 use tests::ktap::{self, Ktap};
 use tests::{
     boot_domains, domain_config, domain_lines, domain_report, guest_image, run_kernel, DomainReport,
@@ -29,14 +30,6 @@ use xtask::qemu::{Outcome, RunResult};
 
 fn edu_machine() -> MachineSpec {
     preset("edu").expect("edu preset")
-}
-
-fn context(run: &RunResult) -> String {
-    format!(
-        "{}\n--- console ---\n{}",
-        run.outcome.describe(),
-        run.console
-    )
 }
 
 /// Domain 1 passed every suite (the `dma` and `edu` ones included) and

@@ -7,20 +7,8 @@
 use pv_abi::exit::ExitCode;
 use tests::ktap::{self, Ktap};
 use tests::{boot_domains, boot_modules, domain_config, domain_lines, domain_report, DomainReport};
-use xtask::machine::{preset, MachineSpec};
+use tests::{context, default_machine};
 use xtask::qemu::{Outcome, RunResult};
-
-fn default_machine() -> MachineSpec {
-    preset("default").expect("default preset")
-}
-
-fn context(run: &RunResult) -> String {
-    format!(
-        "{}\n--- console ---\n{}",
-        run.outcome.describe(),
-        run.console
-    )
-}
 
 /// Domain `id` shut down with status 0 after a complete, passing KTAP run,
 /// and its teardown gave every page back.

@@ -3,20 +3,13 @@
 //! hang each end QEMU with their own, documented outcome.
 
 use std::time::Duration;
+use tests::context;
 
 use pv_abi::exit::ExitCode;
 use tests::acpi::{self, Table};
 use tests::{boot_with, boot_with_timeout, parse_report, MachineReport};
 use xtask::machine::preset;
 use xtask::qemu::{Outcome, RunResult};
-
-fn context(run: &RunResult) -> String {
-    format!(
-        "{}\n--- console ---\n{}",
-        run.outcome.describe(),
-        run.console
-    )
-}
 
 /// A 512 MiB, 2-CPU machine without `-numa` (so QEMU writes no SRAT or SLIT
 /// of its own) plus the given tables.

@@ -9,16 +9,13 @@
 //! the hypervisor.
 
 use tests::boot;
-use xtask::machine::{preset, MachineSpec};
+use tests::default_machine;
+use xtask::machine::MachineSpec;
 use xtask::qemu::RunResult;
 
 #[allow(dead_code)]
 #[path = "../../hypervisor/src/arch/x86_64/smp_plan.rs"]
 mod smp_plan;
-
-fn default_machine() -> MachineSpec {
-    preset("default").expect("default preset")
-}
 
 fn boot_ok(spec: &MachineSpec, cmdline: &str) -> RunResult {
     let run = boot(spec, cmdline);

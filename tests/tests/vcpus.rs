@@ -7,20 +7,8 @@
 use pv_abi::exit::ExitCode;
 use tests::ktap::{self, Ktap};
 use tests::{boot_domains, domain_config, domain_lines, domain_report, DomainReport};
-use xtask::machine::{preset, MachineSpec};
+use tests::{context, default_machine};
 use xtask::qemu::{Outcome, RunResult};
-
-fn default_machine() -> MachineSpec {
-    preset("default").expect("default preset")
-}
-
-fn context(run: &RunResult) -> String {
-    format!(
-        "{}\n--- console ---\n{}",
-        run.outcome.describe(),
-        run.console
-    )
-}
 
 /// `numavisor: domain N: vcpu V (vnode K) runs on cpu C (node M)[, pinned]`
 /// as (V, K, C, M, pinned), in vCPU order.
