@@ -120,6 +120,15 @@ fn the_mirror_domain_runs_every_vcpu_on_its_own_cpu() {
         "each vCPU came up on the CPU it was placed on; {}",
         context(&run)
     );
+    // Each vCPU's state (VMCB) on its CPU's node; node 2 has no memory, so
+    // CPUs 4-5 get the nearest node with memory (1 and 3 tie at 20: 1).
+    let state = run
+        .console
+        .lines()
+        .find_map(|l| l.strip_prefix("numavisor: domain 1: vcpu state: 8 KiB each, on node(s) "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or("");
+    assert_eq!(state, "0,0,1,1,1,1", "{}", context(&run));
     assert_smp_domain_passed(&run, 1, 6);
 }
 

@@ -22,8 +22,8 @@ use hypervisor::domain::run::{handle_exit, Action};
 use hypervisor::hypercall::{
     ConsoleBuffer, ExchangeRequest, Exchanged, GuestAccess, HypercallEnv, MachineView, VnumaView,
 };
-use hypervisor::mm::addr::{Maddr, PAGE_SHIFT};
-use hypervisor::mm::heap::Heap;
+use hypervisor::mm::addr::{Maddr, Mfn, PAGE_SHIFT, PAGE_SIZE};
+use hypervisor::mm::heap::{AllocRequest, Heap};
 use hypervisor::numa::topology::Topology;
 use hypervisor::numa::{CpuId, NodeId};
 use hypervisor::pci::config::PciEmulator;
@@ -421,8 +421,10 @@ fn build_and_run(
     let maps = mapped.and_then(|()| {
         intercept_maps(npt.memory_mut().heap).map_err(|e| format!("permission maps: {e}"))
     });
-    let maps = match maps {
-        Ok(m) => m,
+    // Each vCPU's state (VMCB, registers) on the node of the CPU it runs on.
+    let state = maps.and_then(|m| Ok((m, alloc_vcpu_state(npt.memory_mut().heap, placement)?)));
+    let (maps, vcpu_state) = match state {
+        Ok(s) => s,
         Err(e) => {
             let (tables, _) = npt.into_memory();
             for mfn in tables.taken {
@@ -431,6 +433,21 @@ fn build_and_run(
             return Err(e);
         }
     };
+    let state_nodes: Vec<String> = vcpu_state
+        .iter()
+        .map(|&m| {
+            npt.memory()
+                .heap
+                .frame_table()
+                .node_of(m)
+                .map_or(String::from("?"), |n| format!("{n}"))
+        })
+        .collect();
+    println!(
+        "numavisor: domain {id}: vcpu state: {} KiB each, on node(s) {} (its CPU's node, or the nearest with memory)",
+        (PAGE_SIZE << VCPU_STATE_ORDER) >> 10,
+        state_nodes.join(",")
+    );
     println!(
         "numavisor: domain {id}: nested paging: {} x 2 MiB + {} x 4 KiB, {} table pages on node {npt_node}",
         npt.pages_2m,
@@ -493,6 +510,7 @@ fn build_and_run(
         paused: AtomicBool::new(false),
         tlb_generation: AtomicU64::new(0),
         template: VcpuTemplate { npt_root, maps },
+        vcpu_state: vcpu_state.clone(),
     };
     let entry = EntryState {
         rip: boot.entry,
@@ -534,7 +552,39 @@ fn build_and_run(
     for mfn in tables.taken {
         let _ = tables.heap.free(mfn, 0);
     }
+    // Every vCPU is gone (`run_until_idle`): nothing uses their state now.
+    free_vcpu_state(tables.heap, &vcpu_state);
     Ok(end)
+}
+
+/// Pages (as an order) of one vCPU's state: a `Vcpu`, VMCB first.
+const VCPU_STATE_ORDER: u8 = 1;
+const _: () = assert!(
+    core::mem::size_of::<Vcpu>() <= (PAGE_SIZE as usize) << VCPU_STATE_ORDER
+        && core::mem::align_of::<Vcpu>() <= PAGE_SIZE as usize
+);
+
+/// A block for each vCPU's state from the heap, on the node of the CPU it
+/// runs on (the nearest node with memory for a memoryless one), as Xen
+/// allocates a vCPU's structures near its processor.
+fn alloc_vcpu_state(heap: &mut Heap, placement: &[CpuId]) -> Result<Vec<Mfn>, String> {
+    let mut blocks = Vec::with_capacity(placement.len());
+    for (v, &cpu) in placement.iter().enumerate() {
+        match heap.alloc(VCPU_STATE_ORDER, AllocRequest::cpu(cpu)) {
+            Ok(mfn) => blocks.push(mfn),
+            Err(e) => {
+                free_vcpu_state(heap, &blocks);
+                return Err(format!("no memory for vcpu {v}'s state: {e}"));
+            }
+        }
+    }
+    Ok(blocks)
+}
+
+fn free_vcpu_state(heap: &mut Heap, blocks: &[Mfn]) {
+    for &mfn in blocks {
+        let _ = heap.free(mfn, VCPU_STATE_ORDER);
+    }
 }
 
 /// What every vCPU of a domain shares.
@@ -569,6 +619,9 @@ struct DomainRun<'a> {
     /// TLB before it runs with a newer one.
     tlb_generation: AtomicU64,
     template: VcpuTemplate,
+    /// Each vCPU's state block (identity-mapped, `VCPU_STATE_ORDER`): used
+    /// by the vCPU's task while it is up, rebuilt at each UP.
+    vcpu_state: Vec<Mfn>,
 }
 
 impl DomainRun<'_> {
@@ -580,25 +633,42 @@ impl DomainRun<'_> {
         gdt: u64,
         gdt_limit: u32,
     ) -> Result<(), pv_abi::Error> {
-        let (Some(&cpu), Some(up)) = (self.placement.get(v as usize), self.up.get(v as usize))
-        else {
+        let (Some(&cpu), Some(up), Some(state)) = (
+            self.placement.get(v as usize),
+            self.up.get(v as usize),
+            self.vcpu_state.get(v as usize),
+        ) else {
             return Err(pv_abi::Error::NoSuchThing);
         };
+        // Up from here: the state block is this call's until the vCPU's task
+        // is gone (`vcpu_gone` clears `up` as its last use of the block).
+        if up
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(pv_abi::Error::InvalidArgument);
+        }
         let t = self.template;
-        let mut vcpu = boxed_vcpu(Vcpu::new(v, self.id, entry, t.npt_root, t.maps))
-            .ok_or(pv_abi::Error::OutOfMemory)?;
+        let ptr = state.maddr().0 as *mut Vcpu;
+        // SAFETY: the block is heap memory of this domain, identity-mapped,
+        // large and aligned enough for a `Vcpu` (checked above), and no task
+        // uses it (`up` was clear and is now ours).
+        let vcpu = unsafe {
+            ptr.write(Vcpu::new(v, self.id, entry, t.npt_root, t.maps));
+            &mut *ptr
+        };
         vcpu.vmcb.save.gdtr.base = gdt;
         vcpu.vmcb.save.gdtr.limit = gdt_limit;
         vcpu.vmcb.save.efer |= EFER_NXE;
         vcpu.tlb_generation = self.tlb_generation.load(Ordering::Acquire);
-        up.store(true, Ordering::Release);
         self.live.fetch_add(1, Ordering::AcqRel);
-        // SAFETY: the boot CPU keeps `self` alive until `live` is 0, and
-        // `vcpu_gone` decrements it as the task's last use of `self`.
-        let task = unsafe { sched::Task::new(vcpu, self) };
+        // SAFETY: the boot CPU keeps `self` and the state block alive until
+        // `live` is 0, and `vcpu_gone` decrements it as the task's last use
+        // of either; the block is the task's alone while `up` is set.
+        let task = unsafe { sched::Task::new(ptr, self) };
         if sched::enqueue(cpu, task).is_err() {
-            up.store(false, Ordering::Release);
             self.live.fetch_sub(1, Ordering::AcqRel);
+            up.store(false, Ordering::Release);
             println!(
                 "numavisor: domain {}: vcpu {v}: CPU {cpu} does not run vCPUs",
                 self.id
@@ -647,23 +717,6 @@ impl DomainRun<'_> {
                 }
             }
         }
-    }
-}
-
-/// A vCPU on the heap, or `None` without memory for it (a guest's request
-/// must not make the hypervisor abort).
-fn boxed_vcpu(vcpu: Vcpu) -> Option<alloc::boxed::Box<Vcpu>> {
-    let layout = core::alloc::Layout::new::<Vcpu>();
-    // SAFETY: the layout has a non-zero size.
-    let ptr = unsafe { alloc::alloc::alloc(layout) }.cast::<Vcpu>();
-    if ptr.is_null() {
-        return None;
-    }
-    // SAFETY: `ptr` is a fresh allocation with `Vcpu`'s layout; after the
-    // write it holds a valid `Vcpu` that the box owns.
-    unsafe {
-        ptr.write(vcpu);
-        Some(alloc::boxed::Box::from_raw(ptr))
     }
 }
 

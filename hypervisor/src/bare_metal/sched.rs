@@ -9,11 +9,11 @@
 //! queue, or halts the CPU for at most [`SPIN_BACKOFF_MS`], so that spinning
 //! guests do not eat the CPU (under TCG, the host's).
 //!
-//! The domain a task belongs to is reached through a raw pointer
-//! ([`VcpuHost`]): the boot CPU keeps the domain alive until every one of
-//! its vCPUs has been dropped ([`run_until_idle`]).
+//! A task holds raw pointers to its vCPU (memory the domain owns, on the
+//! node of the vCPU's CPU) and to the domain ([`VcpuHost`]): the boot CPU
+//! keeps both alive until every one of the domain's vCPUs is gone
+//! ([`run_until_idle`]).
 
-use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -46,21 +46,23 @@ pub trait VcpuHost: Sync {
 
 /// A vCPU and the domain it belongs to.
 pub struct Task {
-    pub vcpu: Box<Vcpu>,
+    vcpu: *mut Vcpu,
     host: *const dyn VcpuHost,
 }
 
-// SAFETY: the host is `Sync` and outlives the task (see `Task::new`); the
-// vCPU is owned by the task, which one CPU at a time holds.
+// SAFETY: the host is `Sync` and outlives the task, and the vCPU is used
+// through this task alone (see `Task::new`); one CPU at a time holds it.
 unsafe impl Send for Task {}
 
 impl Task {
     /// A task for `vcpu` of `host`.
     ///
     /// # Safety
-    /// `host` must stay valid until [`VcpuHost::vcpu_gone`] has been called
-    /// for this task (the domain waits for that in [`run_until_idle`]).
-    pub unsafe fn new(vcpu: Box<Vcpu>, host: &dyn VcpuHost) -> Task {
+    /// `vcpu` must be valid and used by nothing but this task, and `host`
+    /// valid, until [`VcpuHost::vcpu_gone`] has been called for this task
+    /// (the domain waits for that in [`run_until_idle`]); the task touches
+    /// neither after that call.
+    pub unsafe fn new(vcpu: *mut Vcpu, host: &dyn VcpuHost) -> Task {
         // SAFETY: only the lifetime is erased; the caller keeps `host`
         // alive for as long as the task may use it.
         let host: &'static dyn VcpuHost = unsafe { core::mem::transmute(host) };
@@ -183,27 +185,30 @@ fn run_queue(cpu: CpuId) {
 fn run_task(slot: &PerCpu, task: &mut Task) -> bool {
     let apic = LAPIC.get().copied();
     // SAFETY: guaranteed by `Task::new`'s caller until `vcpu_gone`, after
-    // which this function returns and the host is not touched again.
+    // which this function returns and touches neither again.
     let host: &dyn VcpuHost = unsafe { &*task.host };
+    // SAFETY: as above; this CPU holds the task, so nothing else uses the
+    // vCPU.
+    let vcpu: &mut Vcpu = unsafe { &mut *task.vcpu };
     loop {
-        if !host.may_enter(&mut task.vcpu) {
-            host.vcpu_gone(&task.vcpu, None);
+        if !host.may_enter(vcpu) {
+            host.vcpu_gone(vcpu, None);
             return false;
         }
         let shared = !slot.queue.lock().is_empty();
         if let (true, Some(a)) = (shared, apic) {
             a.arm_timer_ms(SLICE_MS);
         }
-        let vmcb_pa = &raw const task.vcpu.vmcb as u64;
-        // SAFETY: the VMCB belongs to this task's vCPU (boxed, 4 KiB-aligned,
+        let vmcb_pa = &raw const vcpu.vmcb as u64;
+        // SAFETY: the VMCB belongs to this task's vCPU (4 KiB-aligned,
         // identity-mapped), which this CPU alone holds; its nested tables
         // map only the domain's pages and the MMIO of devices assigned to it.
-        unsafe { svm::vmrun(vmcb_pa, &mut task.vcpu.regs) };
+        unsafe { svm::vmrun(vmcb_pa, &mut vcpu.regs) };
         if let (true, Some(a)) = (shared, apic) {
             a.stop_timer();
         }
         host.left_guest();
-        let action = host.handle_exit(&mut task.vcpu);
+        let action = host.handle_exit(vcpu);
         match action {
             Action::Resume => {}
             Action::Interrupted => {
@@ -225,7 +230,7 @@ fn run_task(slot: &PerCpu, task: &mut Task) -> bool {
                 }
             }
             Action::VcpuDown | Action::End(_) => {
-                host.vcpu_gone(&task.vcpu, Some(action));
+                host.vcpu_gone(vcpu, Some(action));
                 return false;
             }
         }
