@@ -6,20 +6,10 @@
 use pv_abi::dma::{DmaExchange, DMA_EXCHANGE_OFF_NODE};
 use pv_abi::{Error, Gpa, Pod};
 
-use super::{ExchangeRequest, HypercallEnv};
+use super::{read_sized, ExchangeRequest, HypercallEnv};
 
 pub fn exchange(env: &mut dyn HypercallEnv, at: Gpa) -> Result<u64, Error> {
-    let mut size = [0u8; 4];
-    env.memory().read(at, &mut size)?;
-    let size = u32::from_le_bytes(size);
-    if size < DmaExchange::SIZE_V1_2 {
-        return Err(Error::InvalidArgument);
-    }
-    let mut bytes = [0u8; core::mem::size_of::<DmaExchange>()];
-    let n = (size as usize).min(bytes.len());
-    let buf = bytes.get_mut(..n).ok_or(Error::InvalidArgument)?;
-    env.memory().read(at, buf)?;
-    let mut info = DmaExchange::read_zero_extended(buf);
+    let (mut info, _) = read_sized::<DmaExchange>(env.memory(), at, DmaExchange::SIZE_V1_2)?;
     let accepted = info.check()?;
     let done = env.dma_exchange(ExchangeRequest {
         gpa: info.gpa,

@@ -41,6 +41,33 @@ pub fn read_pod<T: Pod>(mem: &dyn GuestAccess, gpa: Gpa) -> Result<T, Error> {
     Ok(v)
 }
 
+/// Reads a structure that carries its own size in its first `u32` (the
+/// ABI's extensible structures: queries, `DmaExchange`, `VcpuContext`):
+/// the caller's `size` must be at least `min_size`; the bytes this ABI
+/// knows, at most `size`, are read and the rest is zero, so a newer or
+/// older caller's structure reads the same. Returns the value and the
+/// accepted size (`min(size, size_of::<T>())`).
+pub fn read_sized<T: Pod>(
+    mem: &dyn GuestAccess,
+    at: Gpa,
+    min_size: u32,
+) -> Result<(T, u32), Error> {
+    let mut size = [0u8; 4];
+    mem.read(at, &mut size)?;
+    let size = u32::from_le_bytes(size);
+    if size < min_size {
+        return Err(Error::InvalidArgument);
+    }
+    let accepted = size.min(core::mem::size_of::<T>() as u32);
+    let mut value = T::zeroed();
+    let buf = value
+        .as_bytes_mut()
+        .get_mut(..accepted as usize)
+        .ok_or(Error::InvalidArgument)?;
+    mem.read(at, buf)?;
+    Ok((value, accepted))
+}
+
 /// The calling domain's virtual NUMA topology, as GET_VNUMA reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VnumaView {

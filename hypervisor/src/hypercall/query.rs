@@ -6,24 +6,16 @@
 use alloc::vec::Vec;
 
 use pv_abi::physinfo::PhysCounts;
-use pv_abi::query::{accept_size, Query};
+use pv_abi::query::Query;
 use pv_abi::vnuma::VnumaCounts;
 use pv_abi::{DomainNodePages, Error, Gpa, NodeMemInfo, PhysInfo, Pod, VnumaTopologyInfo};
 
-use super::{GuestAccess, HypercallEnv};
+use super::{read_sized, GuestAccess, HypercallEnv};
 
 /// Reads a query structure as the protocol says: `size` first, then that
 /// many bytes (at most ours), fields the caller does not know as zero.
 fn read_query<T: Query + Pod>(mem: &dyn GuestAccess, at: Gpa) -> Result<(T, u32), Error> {
-    let mut size = [0u8; 4];
-    mem.read(at, &mut size)?;
-    let accepted = accept_size::<T>(u32::from_le_bytes(size))?;
-    let mut bytes = [0u8; 256];
-    let Some(buf) = bytes.get_mut(..accepted as usize) else {
-        return Err(Error::InvalidArgument);
-    };
-    mem.read(at, buf)?;
-    let value = T::read_zero_extended(buf);
+    let (value, accepted) = read_sized::<T>(mem, at, T::SIZE_V1_0)?;
     if !value.reserved_are_zero() {
         return Err(Error::InvalidArgument);
     }

@@ -3,9 +3,9 @@
 //! are `pv_abi::vcpu`'s.
 
 use pv_abi::vcpu::{VcpuContext, VcpuOp};
-use pv_abi::{Error, Gpa, Pod};
+use pv_abi::Error;
 
-use super::HypercallEnv;
+use super::{read_sized, HypercallEnv};
 
 /// What a VCPU_OP does to the calling vCPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +35,8 @@ pub fn op(env: &mut dyn HypercallEnv, op: VcpuOp) -> Result<VcpuOpResult, Error>
             if vcpu == 0 || env.vcpu_is_up(vcpu) {
                 return Err(Error::InvalidArgument);
             }
-            let ctx = read_context(env, context)?;
+            let (ctx, _) =
+                read_sized::<VcpuContext>(env.memory(), context, VcpuContext::SIZE_V1_3)?;
             ctx.check()?;
             // The page tables must be the domain's memory.
             let mut probe = [0u8; 8];
@@ -46,26 +47,13 @@ pub fn op(env: &mut dyn HypercallEnv, op: VcpuOp) -> Result<VcpuOpResult, Error>
     }
 }
 
-/// Reads the caller's context: its `size` first (older and newer callers
-/// may pass other sizes), then the bytes this ABI knows.
-fn read_context(env: &mut dyn HypercallEnv, at: Gpa) -> Result<VcpuContext, Error> {
-    let mut size = [0u8; 4];
-    env.memory().read(at, &mut size)?;
-    if u32::from_le_bytes(size) < VcpuContext::SIZE_V1_3 {
-        return Err(Error::InvalidArgument);
-    }
-    let mut ctx = VcpuContext::zeroed();
-    env.memory().read(at, ctx.as_bytes_mut())?;
-    Ok(ctx)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::hypercall::testenv::TestEnv;
     use crate::hypercall::{dispatch, Outcome};
     use pv_abi::vcpu::{VCPU_OP_DOWN, VCPU_OP_IS_UP, VCPU_OP_UP};
-    use pv_abi::{Hypercall, HypercallArgs, HypercallResult};
+    use pv_abi::{Gpa, Hypercall, HypercallArgs, HypercallResult};
 
     fn call(env: &mut TestEnv, args: [u64; 3]) -> Outcome {
         dispatch(
