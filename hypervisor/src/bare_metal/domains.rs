@@ -510,7 +510,7 @@ fn build_and_run(
         paused: AtomicBool::new(false),
         tlb_generation: AtomicU64::new(0),
         template: VcpuTemplate { npt_root, maps },
-        vcpu_state: vcpu_state.clone(),
+        vcpu_state,
     };
     let entry = EntryState {
         rip: boot.entry,
@@ -533,7 +533,11 @@ fn build_and_run(
         sched::run_until_idle(CpuId(0), &run.live);
     }
     let DomainRun {
-        env, end, exits, ..
+        env,
+        end,
+        exits,
+        vcpu_state,
+        ..
     } = run;
     let mut env = env.into_inner();
     env.console.flush(&mut |line| println!("(d{id}) {line}"));
@@ -705,16 +709,12 @@ impl DomainRun<'_> {
 
     /// Wakes every CPU that runs a vCPU of this domain (out of the guest).
     fn kick_all(&self) {
-        let me = cpu::apic_id();
         let mut kicked: Vec<CpuId> = Vec::new();
         for (v, &c) in self.placement.iter().enumerate() {
             let is_up = self.up.get(v).is_some_and(|u| u.load(Ordering::Acquire));
             if is_up && !kicked.contains(&c) {
                 kicked.push(c);
-                let apic = self.topology.cpus.get(c.index()).map(|i| i.apic_id);
-                if apic != Some(me) {
-                    sched::kick(c);
-                }
+                sched::kick(c);
             }
         }
     }

@@ -117,13 +117,15 @@ pub fn online_cpus(n: usize) -> alloc::vec::Vec<bool> {
         .collect()
 }
 
-/// Wakes CPU `c` (from its idle halt, or out of its guest).
+/// Wakes CPU `c` (from its idle halt, or out of its guest). Nothing to do
+/// for the calling CPU: it is awake and not in a guest.
 pub fn kick(c: CpuId) {
     let (Some(slot), Some(apic)) = (CPUS.get(c.index()), LAPIC.get()) else {
         return;
     };
-    if slot.online.load(Ordering::Acquire) {
-        let _ = apic.send_wake(slot.apic_id.load(Ordering::Relaxed));
+    let target = slot.apic_id.load(Ordering::Relaxed);
+    if slot.online.load(Ordering::Acquire) && target != cpu::apic_id() {
+        let _ = apic.send_wake(target);
     }
 }
 
@@ -137,9 +139,7 @@ pub fn enqueue(c: CpuId, task: Task) -> Result<(), Task> {
         return Err(task);
     }
     slot.queue.lock().push_back(task);
-    if cpu::apic_id() != slot.apic_id.load(Ordering::Relaxed) {
-        kick(c);
-    }
+    kick(c);
     Ok(())
 }
 
