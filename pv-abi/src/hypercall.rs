@@ -114,9 +114,8 @@ pub enum Hypercall {
 }
 
 impl Hypercall {
-    /// Every hypercall, in number order.
-    #[cfg(not(feature = "abi-1-2"))]
-    pub const ALL: [Hypercall; 9] = [
+    /// Every hypercall this build of the ABI defines, in number order.
+    pub const ALL: &'static [Hypercall] = &[
         Hypercall::Version,
         Hypercall::Features,
         Hypercall::ConsoleWrite,
@@ -124,31 +123,10 @@ impl Hypercall {
         Hypercall::PhysInfo,
         Hypercall::DomainNodePages,
         Hypercall::Shutdown,
+        #[cfg(not(feature = "abi-1-1"))]
         Hypercall::DmaExchange,
+        #[cfg(not(feature = "abi-1-2"))]
         Hypercall::VcpuOp,
-    ];
-    /// Every hypercall, in number order.
-    #[cfg(all(feature = "abi-1-2", not(feature = "abi-1-1")))]
-    pub const ALL: [Hypercall; 8] = [
-        Hypercall::Version,
-        Hypercall::Features,
-        Hypercall::ConsoleWrite,
-        Hypercall::GetVnuma,
-        Hypercall::PhysInfo,
-        Hypercall::DomainNodePages,
-        Hypercall::Shutdown,
-        Hypercall::DmaExchange,
-    ];
-    /// Every hypercall, in number order.
-    #[cfg(feature = "abi-1-1")]
-    pub const ALL: [Hypercall; 7] = [
-        Hypercall::Version,
-        Hypercall::Features,
-        Hypercall::ConsoleWrite,
-        Hypercall::GetVnuma,
-        Hypercall::PhysInfo,
-        Hypercall::DomainNodePages,
-        Hypercall::Shutdown,
     ];
 
     /// The hypercall with this number, or `None` (the hypervisor answers
