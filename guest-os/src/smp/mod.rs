@@ -373,7 +373,30 @@ pub enum Job {
     /// Fail on purpose (`fail=` with `fail_vcpu=`): the hypervisor should
     /// end the whole domain; answered only if the failure did not happen.
     Fail(crate::platform::FailMode, pv_abi::Gpa),
+    /// Read the first word of [`EXCHANGE_PROBE`].
+    ReadProbe,
 }
+
+/// A page of the image that the `smp` suite moves to other machine memory
+/// (`DMA_EXCHANGE`) while the secondaries run, to see that each reads it
+/// through the new mapping. Nothing else uses it; in particular no device
+/// does, so the DMA layer's machine map need not know it moved.
+#[repr(C, align(4096))]
+pub struct ProbePage {
+    words: [AtomicU64; 512],
+}
+
+impl ProbePage {
+    /// Its first word.
+    pub fn word(&self) -> &AtomicU64 {
+        &self.words[0]
+    }
+}
+
+/// See [`ProbePage`].
+pub static EXCHANGE_PROBE: ProbePage = ProbePage {
+    words: [const { AtomicU64::new(0) }; 512],
+};
 
 /// What a job answered.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -390,6 +413,8 @@ pub enum JobResult {
     Leaving,
     /// [`Job::Fail`]: still running, and why.
     Survived(String),
+    /// [`Job::ReadProbe`]: the word read.
+    Word(u64),
 }
 
 /// What a secondary recorded about itself.

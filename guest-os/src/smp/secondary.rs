@@ -116,6 +116,9 @@ fn serve(smp: &Smp, slot: &Slot, rdi: u64, mut seen: u32) {
                 JobResult::Counted(iters)
             }
             Some(Job::Fail(mode, hole)) => JobResult::Survived(smp.p.fail(mode, hole)),
+            Some(Job::ReadProbe) => {
+                JobResult::Word(super::EXCHANGE_PROBE.word().load(Ordering::SeqCst))
+            }
             Some(Job::Op(op)) => {
                 JobResult::Op(hypercall::call(smp.p, HypercallRequest::VcpuOp { op }))
             }
