@@ -339,7 +339,7 @@ fn build_heap(topology: &Topology, reserved: &[MemRange]) -> Heap {
         distances: topology.distances().to_vec(),
         cpu_nodes: topology.cpus.iter().map(|c| c.node).collect(),
     };
-    let mut heap = match Heap::new(ft, heap_topology) {
+    let heap = match Heap::new(ft, heap_topology) {
         Ok(h) => h,
         Err(e) => fatal(ExitCode::Failure, format_args!("NUMA heap: {e}")),
     };

@@ -5,20 +5,24 @@
 //! whole address span. Like Xen's `pdx`, this table instead compresses RAM
 //! into a dense *page index*: RAM is a sorted list of [`Chunk`]s, each
 //! covering contiguous frames of one node and owning a contiguous run of
-//! indices. There is one `Box<[PageInfo]>` of exactly as many entries as RAM
-//! pages, and frame ↔ index conversion is a binary search over the chunks
-//! (`O(log chunks)`).
+//! indices, and frame ↔ index conversion is a binary search over the chunks
+//! (`O(log chunks)`). Indices are numbered node by node (all of node 0's
+//! chunks in address order, then node 1's, ...), so each node's pages own one
+//! contiguous index range ([`FrameTable::node_pages`]).
 //!
-//! The table only describes pages; which of them are free is the heap's
-//! business (`mm::heap`), which keeps its free lists inside these entries.
+//! This table is the immutable part: the chunk index, built once and read
+//! without a lock by anyone (`node_of`, `is_ram`, `index_of`). The per-page
+//! [`PageInfo`] entries change with every allocation, so they live with the
+//! heap (`mm::heap`), one array per node inside that node's lock, made by
+//! [`FrameTable::node_entries`]; the heap keeps its free lists in them.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
 use core::mem::size_of;
+use core::ops::Range;
 
 use super::addr::{MemRange, Mfn, PAGE_SHIFT, PAGE_SIZE};
-use super::heap::MAX_ORDER;
 use crate::numa::{NodeId, MAX_NODES};
 
 /// "No page" in a [`PageInfo`] link, and "nobody" as an owner.
@@ -54,13 +58,14 @@ pub enum RawState {
     AllocHead = 3,
 }
 
-/// One page's bookkeeping: 16 bytes, so the table costs 1/256 of RAM.
+/// One page's bookkeeping: 16 bytes, so the entries cost 1/256 of RAM.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(C)]
 pub struct PageInfo {
-    /// Next free block in the same free list (page index), or [`NO_INDEX`].
+    /// Next free block in the same free list, as an index into its node's
+    /// entries (page index minus the node's first), or [`NO_INDEX`].
     pub(crate) next: u32,
-    /// Previous free block in the same free list (page index), or [`NO_INDEX`].
+    /// Previous free block in the same free list (node-relative), or [`NO_INDEX`].
     pub(crate) prev: u32,
     /// Owning domain of an allocated block (kept in its head), or [`OWNER_NONE`].
     pub(crate) owner: u32,
@@ -187,17 +192,22 @@ impl fmt::Display for FrameTableError {
     }
 }
 
-/// One [`PageInfo`] per RAM page, addressed through a dense page index.
+/// The dense page index of RAM: which frames are RAM, on which node, and
+/// where each frame's [`PageInfo`] sits. Immutable once built.
 pub struct FrameTable {
+    /// Sorted by address.
     chunks: Box<[Chunk]>,
-    pages: Box<[PageInfo]>,
+    /// Positions in `chunks`, sorted by `first_index` (for [`mfn_at`](Self::mfn_at)).
+    by_index: Box<[u32]>,
+    /// Node `n`'s pages are the indices `node_start[n] .. node_start[n + 1]`.
+    node_start: [u32; MAX_NODES + 1],
 }
 
-/// A summary: printing a million entries helps nobody.
+/// A summary: the chunks say it all.
 impl fmt::Debug for FrameTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FrameTable")
-            .field("nr_pages", &self.pages.len())
+            .field("nr_pages", &self.nr_pages())
             .field("chunks", &self.chunks)
             .finish()
     }
@@ -259,25 +269,62 @@ impl FrameTable {
                 _ => chunks.push(Chunk {
                     base_mfn: base,
                     nr_pages: n as u32,
-                    first_index: (total - n) as u32,
+                    first_index: 0,
                     node,
                 }),
             }
         }
 
+        // Number the pages node by node, each node's chunks in address order.
+        let mut per_node = [0u32; MAX_NODES];
+        for c in &chunks {
+            per_node[c.node.index()] += c.nr_pages;
+        }
+        let mut node_start = [0u32; MAX_NODES + 1];
+        for n in 0..MAX_NODES {
+            node_start[n + 1] = node_start[n] + per_node[n];
+        }
+        let mut next = node_start;
+        for c in &mut chunks {
+            c.first_index = next[c.node.index()];
+            next[c.node.index()] += c.nr_pages;
+        }
+        let mut by_index: Vec<u32> = Vec::new();
+        by_index
+            .try_reserve_exact(chunks.len())
+            .map_err(|_| FrameTableError::OutOfMemory)?;
+        by_index.extend(0..chunks.len() as u32);
+        by_index.sort_unstable_by_key(|&i| chunks[i as usize].first_index);
+        Ok(FrameTable {
+            chunks: chunks.into_boxed_slice(),
+            by_index: by_index.into_boxed_slice(),
+            node_start,
+        })
+    }
+
+    /// Fresh (Reserved) entries for every page of `node`, in index order:
+    /// entry `i` describes page index `node_pages(node).start + i`. Costs
+    /// `16 * pages` bytes from the global allocator; a failure is reported.
+    pub fn node_entries(&self, node: NodeId) -> Result<Box<[PageInfo]>, FrameTableError> {
+        let range = self.node_pages(node);
         let mut pages: Vec<PageInfo> = Vec::new();
         pages
-            .try_reserve_exact(total as usize)
+            .try_reserve_exact(range.len())
             .map_err(|_| FrameTableError::OutOfMemory)?;
-        for c in &chunks {
+        for c in self.chunks.iter().filter(|c| c.node == node) {
             for mfn in c.base_mfn.0..c.end_mfn().0 {
                 pages.push(PageInfo::new(c.node, zone_of(Mfn(mfn))));
             }
         }
-        Ok(FrameTable {
-            chunks: chunks.into_boxed_slice(),
-            pages: pages.into_boxed_slice(),
-        })
+        Ok(pages.into_boxed_slice())
+    }
+
+    /// The page indices of `node`'s RAM (empty for a memoryless or unknown node).
+    pub fn node_pages(&self, node: NodeId) -> Range<u32> {
+        match node.index() {
+            n if n < MAX_NODES => self.node_start[n]..self.node_start[n + 1],
+            _ => 0..0,
+        }
     }
 
     /// The RAM chunks, sorted by address.
@@ -287,14 +334,15 @@ impl FrameTable {
 
     /// Number of RAM pages (and of entries).
     pub fn nr_pages(&self) -> usize {
-        self.pages.len()
+        self.node_start[MAX_NODES] as usize
     }
 
-    /// Bytes of memory the table really occupies: entries, chunk table and header.
+    /// Bytes of memory the page bookkeeping really occupies: the entries
+    /// (which the heap holds, per node), the chunk index and this header.
     pub fn bytes_used(&self) -> usize {
         size_of::<FrameTable>()
-            + self.pages.len() * size_of::<PageInfo>()
-            + self.chunks.len() * size_of::<Chunk>()
+            + self.nr_pages() * size_of::<PageInfo>()
+            + self.chunks.len() * (size_of::<Chunk>() + size_of::<u32>())
     }
 
     /// Position in [`chunks`](Self::chunks) of the chunk holding `mfn`.
@@ -315,10 +363,10 @@ impl FrameTable {
     /// The frame at page index `index`, or `None` past the end.
     pub fn mfn_at(&self, index: u32) -> Option<Mfn> {
         let i = self
-            .chunks
-            .partition_point(|c| c.first_index <= index)
+            .by_index
+            .partition_point(|&c| self.chunks[c as usize].first_index <= index)
             .checked_sub(1)?;
-        let c = &self.chunks[i];
+        let c = &self.chunks[self.by_index[i] as usize];
         (index - c.first_index < c.nr_pages)
             .then(|| c.base_mfn.add(u64::from(index - c.first_index)))
     }
@@ -329,48 +377,6 @@ impl FrameTable {
 
     pub fn node_of(&self, mfn: Mfn) -> Option<NodeId> {
         self.chunk_of(mfn).map(|i| self.chunks[i].node)
-    }
-
-    /// The entry of `mfn`, if RAM. Interior pages of blocks carry stale raw
-    /// states; use [`state`](Self::state) for the real one.
-    pub fn page(&self, mfn: Mfn) -> Option<&PageInfo> {
-        self.index_of(mfn).map(|i| &self.pages[i as usize])
-    }
-
-    /// The entry at page index `index`.
-    pub fn page_at(&self, index: u32) -> Option<&PageInfo> {
-        self.pages.get(index as usize)
-    }
-
-    pub(crate) fn page_at_mut(&mut self, index: u32) -> &mut PageInfo {
-        &mut self.pages[index as usize]
-    }
-
-    /// The state of `mfn` (`None` if not RAM), found through the head of the
-    /// block that contains it: `O(MAX_ORDER)` probes.
-    ///
-    /// Free blocks are inserted and merged without touching their interior
-    /// pages (that keeps boot and merging cheap), so a page's own raw state is
-    /// only authoritative for heads. Every page marked as a head is a live
-    /// head, and live blocks are disjoint, so the block of `mfn` is the one
-    /// whose head is `mfn` aligned down to some order `o` and has order `o`.
-    pub fn state(&self, mfn: Mfn) -> Option<PageState> {
-        let c = &self.chunks[self.chunk_of(mfn)?];
-        for order in 0..=MAX_ORDER {
-            let head = Mfn(mfn.0 & !((1u64 << order) - 1));
-            if !c.contains(head) {
-                break;
-            }
-            let p = &self.pages[(c.first_index + (head.0 - c.base_mfn.0) as u32) as usize];
-            if p.order == order {
-                match p.raw_state() {
-                    RawState::FreeHead => return Some(PageState::Free { head, order }),
-                    RawState::AllocHead => return Some(PageState::Allocated { head, order }),
-                    RawState::Reserved | RawState::Merged => {}
-                }
-            }
-        }
-        Some(PageState::Reserved)
     }
 
     /// What a table indexed by frame number (from frame 0 to the last RAM
@@ -436,12 +442,21 @@ mod tests {
         assert_eq!(ft.node_of(Maddr(3 * MIB).mfn()), None);
         assert!(!ft.is_ram(Maddr(5 * MIB).mfn()));
         assert!(ft.is_ram(Maddr(5 * MIB - 1).mfn()));
-        assert_eq!(ft.state(Mfn(7)), Some(PageState::Reserved));
-        assert_eq!(ft.state(Maddr(3 * MIB).mfn()), None);
-        for i in 0..ft.nr_pages() as u32 {
-            let mfn = ft.mfn_at(i).unwrap();
-            assert_eq!(ft.index_of(mfn), Some(i));
-            assert_eq!(ft.page_at(i).unwrap().zone(), zone_of(mfn));
+        assert_eq!(ft.node_pages(NodeId(0)), 0..512);
+        assert_eq!(ft.node_pages(NodeId(1)), 512..1024);
+        assert_eq!(ft.node_pages(NodeId(2)), 1024..1024);
+        assert_eq!(ft.node_pages(NodeId(200)), 0..0);
+        for node in [NodeId(0), NodeId(1)] {
+            let range = ft.node_pages(node);
+            let entries = ft.node_entries(node).unwrap();
+            assert_eq!(entries.len(), range.len());
+            for (i, e) in range.zip(entries.iter()) {
+                let mfn = ft.mfn_at(i).unwrap();
+                assert_eq!(ft.index_of(mfn), Some(i));
+                assert_eq!(e.zone(), zone_of(mfn));
+                assert_eq!(e.node(), node);
+                assert_eq!(e.raw_state(), RawState::Reserved);
+            }
         }
         assert_eq!(ft.mfn_at(1024), None);
     }
@@ -533,6 +548,8 @@ mod tests {
             for i in 0..ft.nr_pages() as u32 {
                 let mfn = ft.mfn_at(i).unwrap();
                 prop_assert_eq!(ft.index_of(mfn), Some(i));
+                // Each node's pages are one contiguous run of indices.
+                prop_assert!(ft.node_pages(ft.node_of(mfn).unwrap()).contains(&i));
             }
             for &p in &probes {
                 let want = ranges.iter().find(|(rg, _)| rg.contains(Mfn(p).maddr())).map(|x| x.1);

@@ -69,7 +69,7 @@ fn heap() -> Heap {
         distances: vec![10, 20, 20, 10],
         cpu_nodes: vec![NodeId(0), NodeId(1)],
     };
-    let mut h = Heap::new(ft, topo).unwrap();
+    let h = Heap::new(ft, topo).unwrap();
     for (r, _) in ranges {
         h.add_free_range(r).unwrap();
     }

@@ -30,7 +30,7 @@ fn distances(n: usize, pairs: &[(usize, usize, u8)]) -> Vec<u8> {
 /// A heap over `ranges`, every range added.
 fn heap(ranges: &[(MemRange, NodeId)], n: usize, dist: Vec<u8>, cpus: Vec<NodeId>) -> Heap {
     let ft = FrameTable::new(ranges).unwrap();
-    let mut h = Heap::new(
+    let h = Heap::new(
         ft,
         HeapTopology {
             nr_nodes: n,
@@ -70,7 +70,7 @@ fn fallback_follows_distance() {
     let ranges: Vec<_> = (0..4u64)
         .map(|n| (r(GIB + n * MIB, MIB), NodeId(n as u8)))
         .collect();
-    let mut h = heap(&ranges, 4, four_node_distances(), vec![NodeId(0)]);
+    let h = heap(&ranges, 4, four_node_distances(), vec![NodeId(0)]);
     assert_eq!(
         h.fallback_order(NodeId(0)).unwrap(),
         &[NodeId(0), NodeId(1), NodeId(2), NodeId(3)]
@@ -112,7 +112,7 @@ fn memoryless_node_falls_through() {
         (r(GIB + 4 * MIB, MIB), NodeId(3)),
     ];
     let cpus = vec![NodeId(0), NodeId(1), NodeId(2), NodeId(3)];
-    let mut h = heap(&ranges, 4, four_node_distances(), cpus);
+    let h = heap(&ranges, 4, four_node_distances(), cpus);
     assert_eq!(h.total_pages(NodeId(1)), 0);
     assert_eq!(
         h.alloc(0, AllocRequest::exact(NodeId(1))),
@@ -140,7 +140,7 @@ fn memoryless_node_falls_through() {
 
 #[test]
 fn bad_requests_are_errors() {
-    let mut h = heap(&[(r(GIB, MIB), NodeId(0))], 1, vec![10], vec![NodeId(0)]);
+    let h = heap(&[(r(GIB, MIB), NodeId(0))], 1, vec![10], vec![NodeId(0)]);
     let bad = [
         (MAX_ORDER + 1, AllocRequest::any()),
         (0, AllocRequest::node(NodeId(1))),
@@ -193,7 +193,7 @@ fn bad_requests_are_errors() {
 
 #[test]
 fn bad_frees_change_nothing() {
-    let mut h = heap(&[(r(GIB, MIB), NodeId(0))], 1, vec![10], vec![]);
+    let h = heap(&[(r(GIB, MIB), NodeId(0))], 1, vec![10], vec![]);
     let a = h.alloc(3, AllocRequest::any()).unwrap();
     let b = h.alloc(0, AllocRequest::any()).unwrap();
     let snap = h.probe();
@@ -209,16 +209,13 @@ fn bad_frees_change_nothing() {
     assert_eq!(h.free(Mfn(5), 0), Err(HeapError::NotRam(Mfn(5))));
     assert_eq!(h.free(a, MAX_ORDER + 1), Err(HeapError::InvalidArgument));
     let free_one = Maddr(GIB + MIB - PAGE_SIZE).mfn();
-    assert!(matches!(
-        h.frame_table().state(free_one),
-        Some(PageState::Free { .. })
-    ));
+    assert!(matches!(h.state(free_one), Some(PageState::Free { .. })));
     assert_eq!(h.free(free_one, 0), Err(HeapError::NotAllocated(free_one)));
     assert_eq!(h.probe(), snap);
     h.check_invariants().unwrap();
 
     assert_eq!(
-        h.frame_table().state(a.add(5)),
+        h.state(a.add(5)),
         Some(PageState::Allocated { head: a, order: 3 })
     );
     h.set_owner(a, 7).unwrap();
@@ -240,7 +237,7 @@ fn bad_frees_change_nothing() {
 
 #[test]
 fn split_blocks_free_in_parts() {
-    let mut h = heap(&[(r(GIB, MIB), NodeId(0))], 1, vec![10], vec![]);
+    let h = heap(&[(r(GIB, MIB), NodeId(0))], 1, vec![10], vec![]);
     let before = h.probe();
     let a = h.alloc(3, AllocRequest::any()).unwrap();
     h.set_owner(a, 9).unwrap();
@@ -262,7 +259,7 @@ fn split_blocks_free_in_parts() {
     h.split(a, 3).unwrap();
     h.check_invariants().unwrap();
     assert_eq!(
-        h.frame_table().state(a.add(5)),
+        h.state(a.add(5)),
         Some(PageState::Allocated {
             head: a.add(4),
             order: 2
@@ -294,9 +291,9 @@ fn dma_limits_and_high_memory_first() {
         (r(0, 16 * MIB), NodeId(0)),
         (r(4 * GIB, 16 * MIB), NodeId(0)),
     ];
-    let mut h = heap(&ranges, 1, vec![10], vec![NodeId(0)]);
+    let h = heap(&ranges, 1, vec![10], vec![NodeId(0)]);
     assert_eq!(h.total_pages(NodeId(0)), 8192 - 1, "page 0 never enters");
-    assert_eq!(h.frame_table().state(Mfn(0)), Some(PageState::Reserved));
+    assert_eq!(h.state(Mfn(0)), Some(PageState::Reserved));
     let m = h.alloc(4, AllocRequest::any()).unwrap();
     assert!(m.maddr().0 >= 4 * GIB, "prefers high memory");
     let m = h.alloc(4, AllocRequest::any().below_bits(32)).unwrap();
@@ -320,7 +317,7 @@ fn dma_limits_and_high_memory_first() {
 #[test]
 fn add_is_blockwise_merges_and_never_crosses_nodes() {
     // 2 GiB of one zone (64 GiB .. 66 GiB): two 1 GiB blocks.
-    let mut h = heap(&[(r(64 * GIB, 2 * GIB), NodeId(0))], 1, vec![10], vec![]);
+    let h = heap(&[(r(64 * GIB, 2 * GIB), NodeId(0))], 1, vec![10], vec![]);
     let p = h.probe();
     assert_eq!(p.rows.len(), 1);
     assert_eq!((p.rows[0].order, p.rows[0].blocks), (MAX_ORDER, 2));
@@ -345,7 +342,7 @@ fn add_is_blockwise_merges_and_never_crosses_nodes() {
         distances: vec![10],
         cpu_nodes: vec![],
     };
-    let mut h2 = Heap::new(ft, topo).unwrap();
+    let h2 = Heap::new(ft, topo).unwrap();
     h2.add_free_range(r(GIB + 3 * PAGE_SIZE, 4 * MIB - 3 * PAGE_SIZE))
         .unwrap();
     assert!(h2.probe().rows.len() > 1);
@@ -368,7 +365,7 @@ fn add_is_blockwise_merges_and_never_crosses_nodes() {
         (r(GIB, 4 * MIB), NodeId(0)),
         (r(GIB + 4 * MIB, 4 * MIB), NodeId(1)),
     ];
-    let mut h3 = heap(&ranges, 2, vec![10, 20, 20, 10], vec![]);
+    let h3 = heap(&ranges, 2, vec![10, 20, 20, 10], vec![]);
     h3.add_free_range(r(0, GIB)).unwrap(); // no RAM there: nothing added
     let p = h3.probe();
     assert_eq!(p.rows.len(), 2);
@@ -393,10 +390,10 @@ fn never_added_stays_reserved() {
         distances: vec![10],
         cpu_nodes: vec![],
     };
-    let mut h = Heap::new(ft, topo).unwrap();
+    let h = Heap::new(ft, topo).unwrap();
     h.add_free_range(r(GIB, MIB)).unwrap();
     let hi = Maddr(GIB + MIB).mfn();
-    assert_eq!(h.frame_table().state(hi), Some(PageState::Reserved));
+    assert_eq!(h.state(hi), Some(PageState::Reserved));
     assert_eq!(h.free(hi, 0), Err(HeapError::NotAllocated(hi)));
     for _ in 0..256 {
         let m = h.alloc(0, AllocRequest::any()).unwrap();
@@ -521,7 +518,7 @@ fn expected(h: &Heap, nodes: &[usize], order: u8, max_zone: u8) -> Option<(usize
 fn run(l: Layout, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let ft_ranges: Vec<_> = l.ranges.iter().map(|x| (x.0, x.1)).collect();
     let ft = FrameTable::new(&ft_ranges).unwrap();
-    let mut h = Heap::new(
+    let h = Heap::new(
         ft,
         HeapTopology {
             nr_nodes: l.nr_nodes,
