@@ -22,9 +22,13 @@
 //! | `cmdline` | the guest's command line, at most 1023 bytes, no control characters |
 //! | `kernel` | which boot module is the guest image (a name matched against module strings); default: the guest image module |
 //! | `pci` | PCI devices assigned to the domain: a list of `"bus:device.function"` (`[ "00:04.0" ]`, hexadecimal as `lspci` prints them), at most [`MAX_PCI_DEVICES`]; see `crate::pci` |
+//! | `weight` | the credit scheduler's weight (Xen's meaning): the domain's share of a contended CPU relative to other domains; 1 to [`MAX_WEIGHT`], default [`DEFAULT_WEIGHT`] |
+//! | `vnuma_auto` | `1` (default) or `0`. Without `vnuma` the domain is placed automatically (`domain::placement`); when it needs several nodes, `1` gives it a vNUMA that tells the truth (one vnode per node used). `0` asks for one flat node, so the domain must then fit in one node |
 //!
 //! A vnode: `pnode` (required, the physical node its memory and vcpus live
-//! on), `size` (required, MiB; 0 makes a memoryless vnode), `vcpus`
+//! on, or `auto`: the hypervisor chooses it, see `domain::placement`; a
+//! vnode whose vcpus are pinned goes to the node of those CPUs, which must
+//! all be on one node), `size` (required, MiB; 0 makes a memoryless vnode), `vcpus`
 //! (optional: none makes a CPU-less vnode), `vdistances` (the vnode's row of
 //! the distance matrix, one entry per vnode; default 10 to itself and 20 to
 //! the others). Distances follow ACPI's SLIT rules as Linux checks them: 10 to
@@ -35,8 +39,10 @@
 //! something missing point at the last line of the file.
 //!
 //! Checks against the machine (does the node exist, has it the memory, do the
-//! pinned CPUs exist and sit on their vnode's node) are a separate step:
-//! [`DomainConfig::check_against`].
+//! pinned CPUs exist and sit on their vnode's node, does the domain fit in
+//! the machine at all) are a separate step: [`DomainConfig::check_against`].
+//! Where the domain goes on a machine shared with other domains is
+//! `domain::placement`'s answer.
 
 use alloc::format;
 use alloc::string::String;
@@ -60,6 +66,14 @@ pub const MAX_MEMORY_MIB: u64 = 1 << 26;
 pub const MAX_PCI_DEVICES: usize = 8;
 /// [`DomainConfig::mirror_machine`]'s usual per-node cap, in MiB.
 pub const MIRROR_NODE_MIB: u64 = 64;
+/// The credit scheduler's default weight (Xen's `sched_credit` default).
+pub const DEFAULT_WEIGHT: u32 = 256;
+/// The largest weight, as Xen's credit scheduler accepts (1 to 65535).
+pub const MAX_WEIGHT: u32 = 65535;
+/// The placeholder `pnode` of a vnode listed in
+/// [`DomainConfig::auto_vnodes`]: no node has this id, so a config used
+/// before placement fails loudly instead of landing on node 0.
+pub const AUTO_PNODE: NodeId = NodeId(u8::MAX);
 
 const MIB: u64 = 1 << 20;
 /// Lists may hold lists (Xen's vnuma form), no deeper.
@@ -111,7 +125,8 @@ impl fmt::Display for LayoutKind {
 /// One virtual NUMA node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VnodeConfig {
-    /// The physical node its memory must come from (and its vcpus run on).
+    /// The physical node its memory must come from (and its vcpus run on);
+    /// [`AUTO_PNODE`] while the vnode is in [`DomainConfig::auto_vnodes`].
     pub pnode: NodeId,
     /// MiB; 0 for a memoryless vnode.
     pub size_mib: u64,
@@ -129,15 +144,44 @@ pub struct DomainConfig {
     pub vcpus: u32,
     /// Pinning: vcpu `i` runs on `cpus[i % cpus.len()]`; `None`: unpinned.
     pub cpus: Option<Vec<CpuId>>,
-    /// Empty when the config has no `vnuma`: see
-    /// [`DomainConfig::place_default_vnode`].
+    /// Empty when the config has no `vnuma`: `domain::placement` fills
+    /// them in.
     pub vnodes: Vec<VnodeConfig>,
+    /// Indices (ascending) of the vnodes given `pnode=auto`: placement
+    /// chooses their node and empties this list.
+    pub auto_vnodes: Vec<usize>,
     pub layout: LayoutKind,
     pub cmdline: String,
     /// Which boot module is the guest image; `None`: the default image.
     pub kernel: Option<String>,
     /// PCI devices assigned to the domain (`crate::pci`).
     pub pci: Vec<Bdf>,
+    /// Credit scheduler weight, 1 to [`MAX_WEIGHT`].
+    pub weight: u32,
+    /// Whether a domain placed automatically over several nodes gets one
+    /// vnode per node (`true`, the default) or must fit in one node.
+    pub vnuma_auto: bool,
+}
+
+/// An empty, unnamed domain (which [`DomainConfig::validate`] refuses) with
+/// every optional key at its default: a base for configs made in code.
+impl Default for DomainConfig {
+    fn default() -> Self {
+        DomainConfig {
+            name: String::new(),
+            memory_mib: 0,
+            vcpus: 1,
+            cpus: None,
+            vnodes: Vec::new(),
+            auto_vnodes: Vec::new(),
+            layout: LayoutKind::Compact,
+            cmdline: String::new(),
+            kernel: None,
+            pci: Vec::new(),
+            weight: DEFAULT_WEIGHT,
+            vnuma_auto: true,
+        }
+    }
 }
 
 /// A config problem, with where it is.
@@ -465,9 +509,10 @@ fn format_id_list(ids: impl IntoIterator<Item = u32>) -> String {
     parts.join(",")
 }
 
-/// One vnode from its `key=value,...` text. `vdistances` stays empty when
-/// not given (filled in once the number of vnodes is known).
-fn parse_vnode(k: usize, text: &str) -> Result<VnodeConfig, String> {
+/// One vnode from its `key=value,...` text, and whether its pnode is
+/// `auto`. `vdistances` stays empty when not given (filled in once the
+/// number of vnodes is known).
+fn parse_vnode(k: usize, text: &str) -> Result<(VnodeConfig, bool), String> {
     let mut pairs: Vec<(&str, String)> = Vec::new();
     for part in text.split(',') {
         let part = part.trim();
@@ -502,15 +547,21 @@ fn parse_vnode(k: usize, text: &str) -> Result<VnodeConfig, String> {
         }
         let bad = |what: &str| format!("vnode {k}: bad {what} '{}'", val.escape_debug());
         match key {
+            "pnode" if val == "auto" => pnode = Some(None),
             "pnode" => {
-                let p = parse_u64(&val).ok_or_else(|| bad("pnode"))?;
+                let p = parse_u64(&val).ok_or_else(|| {
+                    format!(
+                        "vnode {k}: bad pnode '{}' (a node id or auto)",
+                        val.escape_debug()
+                    )
+                })?;
                 if p >= MAX_NODES as u64 {
                     return Err(format!(
                         "vnode {k}: pnode {p} out of range (at most {})",
                         MAX_NODES - 1
                     ));
                 }
-                pnode = Some(NodeId(p as u8));
+                pnode = Some(Some(NodeId(p as u8)));
             }
             "size" => {
                 let s = parse_u64(&val).ok_or_else(|| bad("size (MiB)"))?;
@@ -543,12 +594,14 @@ fn parse_vnode(k: usize, text: &str) -> Result<VnodeConfig, String> {
             }
         }
     }
-    Ok(VnodeConfig {
-        pnode: pnode.ok_or_else(|| format!("vnode {k}: no pnode"))?,
+    let pnode = pnode.ok_or_else(|| format!("vnode {k}: no pnode (a node id or auto)"))?;
+    let vnode = VnodeConfig {
+        pnode: pnode.unwrap_or(AUTO_PNODE),
         size_mib: size.ok_or_else(|| format!("vnode {k}: no size"))?,
         vcpus: vcpus.unwrap_or_default(),
         vdistances: dist.unwrap_or_default(),
-    })
+    };
+    Ok((vnode, pnode.is_none()))
 }
 
 fn check_name(name: &str) -> Result<(), String> {
@@ -586,6 +639,7 @@ struct Lines {
     cmdline: usize,
     kernel: usize,
     pci: usize,
+    weight: usize,
 }
 
 impl DomainConfig {
@@ -640,12 +694,32 @@ impl DomainConfig {
     }
 
     /// Checks the config against the machine: every pnode exists and has the
-    /// memory its vnodes ask for (in total, free or not: the builder reports
-    /// a shortfall of free memory), every pinned CPU exists, and a pinned
-    /// vcpu runs on a CPU of its vnode's node (else its vNUMA would lie).
+    /// memory its vnodes ask for (in total, free or not: placement and the
+    /// builder report a shortfall of free memory), every pinned CPU exists,
+    /// a pinned vcpu runs on a CPU of its vnode's node (else its vNUMA would
+    /// lie), and the domain fits in the machine at all. A `pnode=auto` vnode
+    /// whose vcpus are pinned is checked on the node of those CPUs, which
+    /// must all be on one node; an unpinned one needs a node big enough.
+    /// Without `vnuma`, `vnuma_auto = 0` needs a node big enough for all.
     pub fn check_against(&self, topology: &Topology) -> Result<(), String> {
         let n = topology.nr_nodes();
+        if let Some(cpus) = &self.cpus {
+            for c in cpus {
+                if topology.cpu_node(*c).is_none() {
+                    return Err(format!(
+                        "cpus: CPU {c} does not exist (the machine has {} CPUs)",
+                        topology.cpus.len()
+                    ));
+                }
+            }
+        }
+        // Each vnode's node: given, or for pnode=auto the pinned CPUs' node.
+        let mut pnodes: Vec<Option<NodeId>> = Vec::with_capacity(self.vnodes.len());
         for (k, v) in self.vnodes.iter().enumerate() {
+            if self.auto_vnodes.contains(&k) {
+                pnodes.push(self.pinned_node_of_vnode(k, topology)?);
+                continue;
+            }
             if topology.node(v.pnode).is_none() {
                 return Err(format!(
                     "vnode {k}: pnode {} does not exist (the machine has {n} node{})",
@@ -653,12 +727,13 @@ impl DomainConfig {
                     if n == 1 { "" } else { "s" }
                 ));
             }
+            pnodes.push(Some(v.pnode));
         }
         for node in &topology.nodes {
             let mut users: Vec<u32> = Vec::new();
             let mut want_mib: u64 = 0;
             for (k, v) in self.vnodes.iter().enumerate() {
-                if v.pnode == node.id && v.size_mib > 0 {
+                if pnodes.get(k) == Some(&Some(node.id)) && v.size_mib > 0 {
                     users.push(k as u32);
                     want_mib = want_mib.saturating_add(v.size_mib);
                 }
@@ -686,15 +761,50 @@ impl DomainConfig {
                 )
             });
         }
-        if let Some(cpus) = &self.cpus {
-            for c in cpus {
-                if topology.cpu_node(*c).is_none() {
-                    return Err(format!(
-                        "cpus: CPU {c} does not exist (the machine has {} CPUs)",
-                        topology.cpus.len()
-                    ));
-                }
+        let machine: u64 = topology
+            .nodes
+            .iter()
+            .map(|x| topology.memory_bytes(x.id))
+            .sum();
+        if self.memory_mib.saturating_mul(MIB) > machine {
+            return Err(format!(
+                "memory: {} MiB is more than the whole machine has ({} MiB on {n} node{})",
+                self.memory_mib,
+                machine / MIB,
+                if n == 1 { "" } else { "s" }
+            ));
+        }
+        let largest = topology
+            .nodes
+            .iter()
+            .map(|x| (topology.memory_bytes(x.id), x.id))
+            .fold(None, |best: Option<(u64, NodeId)>, (b, id)| match best {
+                Some((bb, _)) if bb >= b => best,
+                _ => Some((b, id)),
+            });
+        let (largest_bytes, largest_node) = largest.unwrap_or((0, NodeId(0)));
+        for (k, v) in self.vnodes.iter().enumerate() {
+            if pnodes.get(k) == Some(&None) && v.size_mib.saturating_mul(MIB) > largest_bytes {
+                return Err(format!(
+                    "vnode {k} (pnode=auto) needs {} MiB on one node; the largest, node \
+                     {largest_node}, has {} MiB",
+                    v.size_mib,
+                    largest_bytes / MIB
+                ));
             }
+        }
+        if self.vnodes.is_empty()
+            && !self.vnuma_auto
+            && self.memory_mib.saturating_mul(MIB) > largest_bytes
+        {
+            return Err(format!(
+                "vnuma_auto = 0 asks for one flat node, but {} MiB fits in no node (the \
+                 largest, node {largest_node}, has {} MiB): allow vnuma_auto = 1 or give a vnuma",
+                self.memory_mib,
+                largest_bytes / MIB
+            ));
+        }
+        if self.cpus.is_some() {
             for v in 0..self.vcpus {
                 let (Some(pcpu), Some(k)) = (self.pcpu_of_vcpu(v), self.vnode_of_vcpu(v)) else {
                     continue;
@@ -702,6 +812,9 @@ impl DomainConfig {
                 let Some(vn) = self.vnodes.get(k) else {
                     continue;
                 };
+                if self.auto_vnodes.contains(&k) {
+                    continue;
+                }
                 let node = topology.cpu_node(pcpu);
                 if node != Some(vn.pnode) {
                     return Err(format!(
@@ -715,76 +828,67 @@ impl DomainConfig {
         Ok(())
     }
 
-    /// For a config without `vnuma`: one vnode holding all memory and vcpus,
-    /// on one node. With pinning, the node of the pinned CPUs (which must all
-    /// be on one node); without, the node with the most free memory (ties:
-    /// the lowest id). Fails, naming the node and the shortfall, when the
-    /// chosen node has too little free memory: never splits the domain or
-    /// places it elsewhere silently. A config with vnodes is left alone.
+    /// For vnode `k`: the node of the CPUs its vcpus are pinned to, `None`
+    /// when they are not pinned (or it has no vcpus). A vnode lives on one
+    /// node, so pins spanning nodes are an error.
+    pub fn pinned_node_of_vnode(
+        &self,
+        k: usize,
+        topology: &Topology,
+    ) -> Result<Option<NodeId>, String> {
+        let Some(vn) = self.vnodes.get(k) else {
+            return Ok(None);
+        };
+        let mut nodes: Vec<NodeId> = Vec::new();
+        for &v in &vn.vcpus {
+            let Some(c) = self.pcpu_of_vcpu(v) else {
+                continue;
+            };
+            let node = topology.cpu_node(c).ok_or_else(|| {
+                format!(
+                    "cpus: CPU {c} does not exist (the machine has {} CPUs)",
+                    topology.cpus.len()
+                )
+            })?;
+            if !nodes.contains(&node) {
+                nodes.push(node);
+            }
+        }
+        nodes.sort();
+        match nodes.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(*one)),
+            _ => Err(format!(
+                "vnode {k} has pnode=auto and its vcpus are pinned to CPUs on nodes {}; a vnode \
+                 lives on one node: pin its vcpus to CPUs of one node",
+                format_id_list(nodes.iter().map(|n| u32::from(n.0)))
+            )),
+        }
+    }
+
+    /// Resolves the config's placement on a machine where no other domain
+    /// runs and every CPU is up, `free_bytes` giving each node's unclaimed
+    /// free memory: `domain::placement::place_domain`, which also says
+    /// why. A config whose vnodes all name their node is left alone.
     pub fn place_default_vnode(
         &mut self,
         topology: &Topology,
         free_bytes: impl Fn(NodeId) -> u64,
     ) -> Result<(), String> {
-        if !self.vnodes.is_empty() {
+        if !self.vnodes.is_empty() && self.auto_vnodes.is_empty() {
             return Ok(());
         }
-        let want = self.memory_mib.saturating_mul(MIB);
-        let mut candidates: Vec<NodeId> = match &self.cpus {
-            Some(cpus) => {
-                let mut nodes = Vec::new();
-                for c in cpus {
-                    let node = topology.cpu_node(*c).ok_or_else(|| {
-                        format!(
-                            "cpus: CPU {c} does not exist (the machine has {} CPUs)",
-                            topology.cpus.len()
-                        )
-                    })?;
-                    nodes.push(node);
-                }
-                nodes
-            }
-            None => topology.nodes.iter().map(|n| n.id).collect(),
+        let nodes = topology.nodes.iter().map(|n| n.id.index() + 1).max();
+        let free: Vec<u64> = (0..nodes.unwrap_or(0))
+            .map(|i| free_bytes(NodeId(i as u8)))
+            .collect();
+        let online = vec![true; topology.cpus.len()];
+        let state = super::placement::MachineState {
+            unclaimed_free: &free,
+            vcpus_on_cpu: &[],
+            online: &online,
         };
-        candidates.sort();
-        candidates.dedup();
-        let pinned = self.cpus.is_some();
-        if pinned && candidates.len() > 1 {
-            let list = format_id_list(candidates.iter().map(|n| u32::from(n.0)));
-            return Err(format!(
-                "no vnuma given and the pinned CPUs are on nodes {list}; \
-                 give a vnuma line to split the domain"
-            ));
-        }
-        let best = candidates.iter().map(|&n| (free_bytes(n), n)).fold(
-            None,
-            |acc: Option<(u64, NodeId)>, (f, n)| match acc {
-                Some((bf, _)) if bf >= f => acc,
-                _ => Some((f, n)),
-            },
-        );
-        let Some((free, node)) = best else {
-            return Err("no vnuma given and the machine has no node".into());
-        };
-        if free < want {
-            return Err(format!(
-                "no vnuma given and {} has only {} MiB free for {} MiB (short by {} MiB)",
-                if pinned {
-                    format!("node {node} (of the pinned CPUs)")
-                } else {
-                    format!("the node with the most free memory, node {node},")
-                },
-                free / MIB,
-                self.memory_mib,
-                (want - free).div_ceil(MIB)
-            ));
-        }
-        self.vnodes = vec![VnodeConfig {
-            pnode: node,
-            size_mib: self.memory_mib,
-            vcpus: (0..self.vcpus).collect(),
-            vdistances: vec![LOCAL_DISTANCE],
-        }];
+        *self = super::placement::place_domain(self, topology, &state)?.config;
         Ok(())
     }
 
@@ -831,10 +935,7 @@ impl DomainConfig {
             vcpus: topology.cpus.len().min(MAX_VCPUS as usize) as u32,
             cpus: Some(topology.cpus.iter().map(|c| c.id).collect()),
             vnodes,
-            layout: LayoutKind::Compact,
-            cmdline: String::new(),
-            kernel: None,
-            pci: Vec::new(),
+            ..DomainConfig::default()
         }
     }
 }
@@ -854,6 +955,9 @@ fn parse_text(text: &str, last_line: usize) -> Result<DomainConfig, Located> {
     let mut vcpus = None;
     let mut cpus = None;
     let mut vnodes = Vec::new();
+    let mut auto_vnodes = Vec::new();
+    let mut weight = DEFAULT_WEIGHT;
+    let mut vnuma_auto = true;
     let mut layout = LayoutKind::Compact;
     let mut cmdline = String::new();
     let mut kernel = None;
@@ -925,7 +1029,11 @@ fn parse_text(text: &str, last_line: usize) -> Result<DomainConfig, Located> {
                             strs.join(",")
                         }
                     };
-                    vnodes.push(parse_vnode(k, &text).map_err(|m| (item.line, m))?);
+                    let (vnode, auto) = parse_vnode(k, &text).map_err(|m| (item.line, m))?;
+                    if auto {
+                        auto_vnodes.push(k);
+                    }
+                    vnodes.push(vnode);
                     lines.vnodes.push(item.line);
                 }
             }
@@ -952,6 +1060,22 @@ fn parse_text(text: &str, last_line: usize) -> Result<DomainConfig, Located> {
             "pci" => {
                 lines.pci = line;
                 pci = parse_pci(v)?;
+            }
+            "weight" => {
+                lines.weight = line;
+                weight = parse_weight(scalar(key, v)?).map_err(|m| (line, m))?;
+            }
+            "vnuma_auto" => {
+                vnuma_auto = match scalar(key, v)? {
+                    "1" => true,
+                    "0" => false,
+                    s => {
+                        return Err((
+                            line,
+                            format!("vnuma_auto: expected 0 or 1, got '{}'", s.escape_debug()),
+                        ))
+                    }
+                };
             }
             _ => return Err((line, format!("unknown key '{key}'"))),
         }
@@ -1002,13 +1126,34 @@ fn parse_text(text: &str, last_line: usize) -> Result<DomainConfig, Located> {
         vcpus,
         cpus,
         vnodes,
+        auto_vnodes,
         layout,
         cmdline,
         kernel,
         pci,
+        weight,
+        vnuma_auto,
     };
     cross_check(&cfg, &lines)?;
     Ok(cfg)
+}
+
+/// `weight = N`, with Xen's range; a negative number gets the same message
+/// as 0 rather than "bad number".
+fn parse_weight(s: &str) -> Result<u32, String> {
+    match parse_u64(s) {
+        Some(w) if (1..=u64::from(MAX_WEIGHT)).contains(&w) => Ok(w as u32),
+        Some(w) => Err(weight_range_error(w)),
+        None if s.strip_prefix('-').and_then(parse_u64).is_some() => Err(weight_range_error(s)),
+        None => Err(format!(
+            "weight: bad number '{}' (1 to {MAX_WEIGHT})",
+            s.escape_debug()
+        )),
+    }
+}
+
+fn weight_range_error(got: impl fmt::Display) -> String {
+    format!("weight must be 1 to {MAX_WEIGHT} (Xen's credit scheduler range), got {got}")
 }
 
 /// `pci = [ "00:04.0", ... ]` (or one string): each a device address,
@@ -1108,6 +1253,9 @@ fn cross_check(cfg: &DomainConfig, lines: &Lines) -> Result<(), Located> {
             return Err((lines.pci, format!("pci: device {b} listed twice")));
         }
     }
+    if cfg.weight == 0 || cfg.weight > MAX_WEIGHT {
+        return Err((lines.weight, weight_range_error(cfg.weight)));
+    }
     if let Some(cpus) = &cfg.cpus {
         if cpus.is_empty() {
             return Err((lines.cpus, "cpus: empty list".into()));
@@ -1122,6 +1270,14 @@ fn cross_check(cfg: &DomainConfig, lines: &Lines) -> Result<(), Located> {
         }
     }
     let n = cfg.vnodes.len();
+    for (i, &k) in cfg.auto_vnodes.iter().enumerate() {
+        if k >= n || i.checked_sub(1).and_then(|j| cfg.auto_vnodes.get(j)) >= Some(&k) {
+            return Err((
+                lines.vnuma,
+                format!("vnuma: bad list of pnode=auto vnodes {:?}", cfg.auto_vnodes),
+            ));
+        }
+    }
     if n == 0 {
         return Ok(());
     }
@@ -1135,7 +1291,7 @@ fn cross_check(cfg: &DomainConfig, lines: &Lines) -> Result<(), Located> {
     let mut owner: Vec<Option<usize>> = vec![None; cfg.vcpus as usize];
     for (k, v) in cfg.vnodes.iter().enumerate() {
         let l = line_of(k);
-        if v.pnode.index() >= MAX_NODES {
+        if v.pnode.index() >= MAX_NODES && !cfg.auto_vnodes.contains(&k) {
             return Err((l, format!("vnode {k}: pnode {} out of range", v.pnode)));
         }
         if v.size_mib > MAX_MEMORY_MIB {
@@ -1235,14 +1391,24 @@ impl fmt::Display for DomainConfig {
         if let Some(k) = &self.kernel {
             writeln!(f, "kernel = {}", quote(k))?;
         }
+        if self.weight != DEFAULT_WEIGHT {
+            writeln!(f, "weight = {}", self.weight)?;
+        }
+        if !self.vnuma_auto {
+            writeln!(f, "vnuma_auto = 0")?;
+        }
         if !self.pci.is_empty() {
             let devs: Vec<String> = self.pci.iter().map(|b| format!("\"{b}\"")).collect();
             writeln!(f, "pci = [ {} ]", devs.join(", "))?;
         }
         if !self.vnodes.is_empty() {
             writeln!(f, "vnuma = [")?;
-            for v in &self.vnodes {
-                write!(f, "    \"pnode={},size={}", v.pnode, v.size_mib)?;
+            for (k, v) in self.vnodes.iter().enumerate() {
+                if self.auto_vnodes.contains(&k) {
+                    write!(f, "    \"pnode=auto,size={}", v.size_mib)?;
+                } else {
+                    write!(f, "    \"pnode={},size={}", v.pnode, v.size_mib)?;
+                }
                 if !v.vcpus.is_empty() {
                     write!(f, ",vcpus={}", format_id_list(v.vcpus.iter().copied()))?;
                 }

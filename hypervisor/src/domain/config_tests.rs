@@ -65,6 +65,7 @@ fn issue_example() {
             cmdline: "console=hvc0 ktest=all".into(),
             kernel: None,
             pci: Vec::new(),
+            ..DomainConfig::default()
         }
     );
     assert_eq!(c.vnode_of_vcpu(2), Some(1));
@@ -261,13 +262,13 @@ fn bad_configs_name_file_line_and_problem() {
         ("name = a\nmemory = 1\nvnuma = []\n".into(), "dom.cfg:3: vnuma: empty list"),
         ("name = a\nmemory = 1\nvnuma = [[[\"pnode=0\"]]]\n".into(), "dom.cfg:3: lists nested too deeply"),
         (too_many, "dom.cfg:2: vnuma: 65 vnodes; at most 64"),
-        (vnode_cfg("\"size=1024,vcpus=0-3\""), "dom.cfg:5: vnode 0: no pnode"),
+        (vnode_cfg("\"size=1024,vcpus=0-3\""), "dom.cfg:5: vnode 0: no pnode (a node id or auto)"),
         (vnode_cfg("\"pnode=0,vcpus=0-3\""), "dom.cfg:5: vnode 0: no size"),
         (vnode_cfg("\"0,size=1024\""), "dom.cfg:5: vnode 0: expected key=value, found '0'"),
         (vnode_cfg("\"pnode=0,size=1024,colour=red\""), "dom.cfg:5: vnode 0: unknown key 'colour' (pnode, size, vcpus, vdistances)"),
         (vnode_cfg("\"pnode=0,size=1024,pnode=1\""), "dom.cfg:5: vnode 0: 'pnode' given twice"),
         (vnode_cfg("\"pnode=64,size=1024\""), "dom.cfg:5: vnode 0: pnode 64 out of range (at most 63)"),
-        (vnode_cfg("\"pnode=zero,size=1024\""), "dom.cfg:5: vnode 0: bad pnode 'zero'"),
+        (vnode_cfg("\"pnode=zero,size=1024\""), "dom.cfg:5: vnode 0: bad pnode 'zero' (a node id or auto)"),
         (vnode_cfg("\"pnode=0,size=1G\""), "dom.cfg:5: vnode 0: bad size (MiB) '1G'"),
         (vnode_cfg("\"pnode=0,size=1024,vcpus=0-3,vdistances=10,300\""), "dom.cfg:5: vnode 0: bad distance '300' (0-255)"),
         (vnode_cfg("\"pnode=0,size=1024,vcpus=0-x\""), "dom.cfg:5: vnode 0: bad vcpu list '0-x'"),
@@ -352,8 +353,22 @@ fn check_against_the_machine() {
     )
     .check_against(&t)
     .unwrap();
-    // Unpinned, no vnuma: nothing to check beyond pinning.
-    ok("name = a\nmemory = 100000\n").check_against(&t).unwrap();
+    // Unpinned, no vnuma: it must fit in the machine, on several nodes if
+    // need be (node 0 has 511 MiB + 636 KiB: 1535 MiB in all).
+    ok("name = a\nmemory = 1535\n").check_against(&t).unwrap();
+    assert_eq!(
+        err(ok("name = a\nmemory = 1536\n")),
+        "memory: 1536 MiB is more than the whole machine has (1535 MiB on 4 nodes)"
+    );
+    // ... or in one node with vnuma_auto = 0.
+    ok("name = a\nmemory = 512\nvnuma_auto = 0\n")
+        .check_against(&t)
+        .unwrap();
+    assert_eq!(
+        err(ok("name = a\nmemory = 513\nvnuma_auto = 0\n")),
+        "vnuma_auto = 0 asks for one flat node, but 513 MiB fits in no node (the largest, \
+         node 1, has 512 MiB): allow vnuma_auto = 1 or give a vnuma"
+    );
 }
 
 #[test]
@@ -377,22 +392,31 @@ fn default_vnode_placement() {
     let mut c = ok("name = a\nmemory = 128\nvcpus = 2\ncpus = \"0-1\"\n");
     assert_eq!(
         c.place_default_vnode(&t, free).unwrap_err(),
-        "no vnuma given and node 0 (of the pinned CPUs) has only 100 MiB free for 128 MiB (short by 28 MiB)"
+        "no vnuma given and node 0 (of the pinned CPUs) has only 100 MiB unclaimed free for 128 MiB (short by 28 MiB)"
     );
     let mut c = ok("name = a\nmemory = 64\nvcpus = 2\ncpus = \"1-2\"\n");
     assert_eq!(
         c.place_default_vnode(&t, free).unwrap_err(),
-        "no vnuma given and the pinned CPUs are on nodes 0-1; give a vnuma line to split the domain"
+        "no vnuma given and the pinned CPUs are on nodes 0,1; give a vnuma line to split the domain"
     );
     let mut c = ok("name = a\nmemory = 64\ncpus = \"9\"\n");
     assert_eq!(
         c.place_default_vnode(&t, free).unwrap_err(),
         "cpus: CPU 9 does not exist (the machine has 6 CPUs)"
     );
+    // Too big for any node: spans the closest pair that holds it, one
+    // vnode per node, the vcpu where the memory mostly is.
     let mut c = ok("name = a\nmemory = 400\n");
+    c.place_default_vnode(&t, free).unwrap();
+    assert_eq!(
+        c.vnodes,
+        [vn(0, 100, &[], &[10, 20]), vn(1, 300, &[0], &[20, 10])]
+    );
+    // Too big for the machine's free memory: refused with the shortfall.
+    let mut c = ok("name = a\nmemory = 800\n");
     assert_eq!(
         c.place_default_vnode(&t, free).unwrap_err(),
-        "no vnuma given and the node with the most free memory, node 1, has only 300 MiB free for 400 MiB (short by 100 MiB)"
+        "800 MiB fits nowhere, even spanning every node: 700 MiB unclaimed free in all (short by 100 MiB)"
     );
     assert!(c.vnodes.is_empty());
 }

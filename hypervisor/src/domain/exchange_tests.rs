@@ -118,6 +118,7 @@ fn config(kind: LayoutKind) -> DomainConfig {
         cmdline: String::new(),
         kernel: None,
         pci: Vec::new(),
+        ..DomainConfig::default()
     }
 }
 

@@ -100,6 +100,7 @@ fn config(layout: LayoutKind, sizes: [u64; 2]) -> DomainConfig {
         cmdline: "hello=1".into(),
         kernel: None,
         pci: Vec::new(),
+        ..DomainConfig::default()
     }
 }
 
