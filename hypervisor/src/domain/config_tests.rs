@@ -397,7 +397,7 @@ fn default_vnode_placement() {
     let mut c = ok("name = a\nmemory = 64\nvcpus = 2\ncpus = \"1-2\"\n");
     assert_eq!(
         c.place_default_vnode(&t, free).unwrap_err(),
-        "no vnuma given and the pinned CPUs are on nodes 0,1; give a vnuma line to split the domain"
+        "no vnuma given and the pinned CPUs are on nodes 0-1; give a vnuma line to split the domain"
     );
     let mut c = ok("name = a\nmemory = 64\ncpus = \"9\"\n");
     assert_eq!(
