@@ -488,7 +488,7 @@ fn parse_id_list(s: &str, limit: u32, what: &str) -> Result<Vec<u32>, String> {
 }
 
 /// Renders ids as `"0-3,6"` (ascending runs collapsed; order kept).
-fn format_id_list(ids: impl IntoIterator<Item = u32>) -> String {
+pub(crate) fn format_id_list(ids: impl IntoIterator<Item = u32>) -> String {
     let mut runs: Vec<(u32, u32)> = Vec::new();
     for id in ids {
         match runs.last_mut() {

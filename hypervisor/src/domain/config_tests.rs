@@ -95,6 +95,104 @@ fn minimal_config_defaults() {
     assert_eq!(c.layout, LayoutKind::Compact);
     assert_eq!(c.cmdline, "");
     assert_eq!(c.kernel, None);
+    assert_eq!(c.weight, DEFAULT_WEIGHT);
+    assert!(c.vnuma_auto);
+    assert!(c.auto_vnodes.is_empty());
+}
+
+#[test]
+fn weight_and_vnuma_auto() {
+    let c = ok("name = a\nmemory = 64\nweight = 512\nvnuma_auto = 0\n");
+    assert_eq!((c.weight, c.vnuma_auto), (512, false));
+    assert_eq!(ok(&c.to_string()), c);
+    assert!(c.to_string().contains("weight = 512\nvnuma_auto = 0\n"));
+    assert_eq!(ok("name = a\nmemory = 64\nweight = 1\n").weight, 1);
+    assert_eq!(
+        ok("name = a\nmemory = 64\nweight = \"65535\"\n").weight,
+        65535
+    );
+    assert!(ok("name = a\nmemory = 64\nvnuma_auto = 1\n").vnuma_auto);
+    let range = "weight must be 1 to 65535 (Xen's credit scheduler range), got";
+    for (text, want) in [
+        ("weight = 0", format!("dom.cfg:3: {range} 0")),
+        ("weight = -1", format!("dom.cfg:3: {range} -1")),
+        ("weight = \"-300\"", format!("dom.cfg:3: {range} -300")),
+        ("weight = 65536", format!("dom.cfg:3: {range} 65536")),
+        (
+            "weight = heavy",
+            "dom.cfg:3: weight: bad number 'heavy' (1 to 65535)".into(),
+        ),
+        (
+            "weight = [ 1 ]",
+            "dom.cfg:3: weight: expected a single value, not a list".into(),
+        ),
+        (
+            "vnuma_auto = 2",
+            "dom.cfg:3: vnuma_auto: expected 0 or 1, got '2'".into(),
+        ),
+        (
+            "vnuma_auto = yes",
+            "dom.cfg:3: vnuma_auto: expected 0 or 1, got 'yes'".into(),
+        ),
+    ] {
+        assert_eq!(bad(&format!("name = a\nmemory = 64\n{text}\n")), want);
+    }
+    // A config made in code is held to the same range.
+    let mut c = ok("name = a\nmemory = 64\n");
+    c.weight = 0;
+    assert_eq!(c.validate().unwrap_err(), format!("{range} 0"));
+}
+
+#[test]
+fn pnode_auto() {
+    let text =
+        "name = a\nvnuma = [ \"pnode=0,size=64,vcpus=0\", \"pnode=auto,size=128,vcpus=1\" ]\n";
+    let c = ok(text);
+    assert_eq!(c.auto_vnodes, [1]);
+    assert_eq!(c.vnodes[1].pnode, AUTO_PNODE);
+    assert_eq!(c.memory_mib, 192);
+    assert!(c
+        .to_string()
+        .contains("\"pnode=auto,size=128,vcpus=1,vdistances=20,10\""));
+    assert_eq!(ok(&c.to_string()), c);
+    let t = four_nodes();
+    c.check_against(&t).unwrap();
+    // Pinned: checked on its CPUs' node, which must be one node.
+    let pinned = |cpus: &str, size: u64| {
+        ok(&format!(
+            "name = a\ncpus = \"{cpus}\"\nvnuma = [ \"pnode=auto,size={size},vcpus=0-1\" ]\n"
+        ))
+    };
+    pinned("2-3", 512).check_against(&t).unwrap();
+    assert_eq!(
+        pinned("2-3", 513).check_against(&t).unwrap_err(),
+        "vnode 0 needs 513 MiB on node 1, which has only 512 MiB (short by 1 MiB)"
+    );
+    assert_eq!(
+        pinned("1-2", 64).check_against(&t).unwrap_err(),
+        "vnode 0 has pnode=auto and its vcpus are pinned to CPUs on nodes 0-1; a vnode lives \
+         on one node: pin its vcpus to CPUs of one node"
+    );
+    assert_eq!(
+        pinned("4-5", 64).check_against(&t).unwrap_err(),
+        "vnode 0 needs 64 MiB on node 2, which has no memory"
+    );
+    // Unpinned: some node must be big enough.
+    let big = ok("name = a\nvnuma = [ \"pnode=auto,size=600,vcpus=0\" ]\n");
+    assert_eq!(
+        big.check_against(&t).unwrap_err(),
+        "vnode 0 (pnode=auto) needs 600 MiB on one node; the largest, node 1, has 512 MiB"
+    );
+    assert_eq!(
+        bad("name = a\nvnuma = [ \"pnode=any,size=64\" ]\n"),
+        "dom.cfg:2: vnode 0: bad pnode 'any' (a node id or auto)"
+    );
+    // A list naming no vnode, or out of order, in a config made in code.
+    let mut c = ok(text);
+    c.auto_vnodes = vec![1, 1];
+    assert!(c.validate().is_err());
+    c.auto_vnodes = vec![2];
+    assert!(c.validate().is_err());
 }
 
 #[test]
@@ -397,7 +495,7 @@ fn default_vnode_placement() {
     let mut c = ok("name = a\nmemory = 64\nvcpus = 2\ncpus = \"1-2\"\n");
     assert_eq!(
         c.place_default_vnode(&t, free).unwrap_err(),
-        "no vnuma given and the pinned CPUs are on nodes 0,1; give a vnuma line to split the domain"
+        "no vnuma given and the pinned CPUs are on nodes 0-1; give a vnuma line to split the domain"
     );
     let mut c = ok("name = a\nmemory = 64\ncpus = \"9\"\n");
     assert_eq!(
@@ -501,6 +599,33 @@ fn mirror_follows_machine_cpu_order() {
     );
 }
 
+#[test]
+fn example_configs_place_as_their_comments_say() {
+    let t = four_nodes();
+    // About what the default machine has free after the hypervisor.
+    let free = [480 * MIB, 500 * MIB, 0, 500 * MIB];
+    let online = [true; 6];
+    let state = crate::domain::placement::MachineState {
+        unclaimed_free: &free,
+        vcpus_on_cpu: &[],
+        online: &online,
+    };
+    let place = |text: &str| {
+        let c = DomainConfig::parse("example.cfg", text.as_bytes()).unwrap();
+        let p = crate::domain::placement::place_domain(&c, &t, &state).unwrap();
+        let nodes: Vec<u8> = p.config.vnodes.iter().map(|v| v.pnode.0).collect();
+        (p, nodes)
+    };
+    let (p, nodes) = place(include_str!("../../../domains/auto-one-node.cfg"));
+    assert_eq!(nodes, [1]);
+    assert_eq!(p.config.weight, 512);
+    let (p, nodes) = place(include_str!("../../../domains/auto-span.cfg"));
+    assert_eq!(nodes, [0, 1]);
+    assert_eq!(p.config.distance_matrix(), [10, 20, 20, 10]);
+    let (_, nodes) = place(include_str!("../../../domains/auto-vnode.cfg"));
+    assert_eq!(nodes, [0, 1]);
+}
+
 fn config_chars() -> impl Strategy<Value = String> {
     let pieces = prop_oneof![
         Just("name"),
@@ -511,7 +636,10 @@ fn config_chars() -> impl Strategy<Value = String> {
         Just("layout"),
         Just("cmdline"),
         Just("kernel"),
+        Just("weight"),
+        Just("vnuma_auto"),
         Just("pnode="),
+        Just("auto"),
         Just("size="),
         Just("vcpus="),
         Just("vdistances="),
@@ -549,8 +677,21 @@ fn check_parsed(bytes: &[u8]) -> Result<(), TestCaseError> {
             prop_assert_eq!(again.as_ref(), Ok(&c));
             // And against a machine, nothing panics either.
             let _ = c.check_against(&four_nodes());
+            let t = four_nodes();
+            let free = [256 * MIB; 4];
+            let online = [true; 6];
+            let state = crate::domain::placement::MachineState {
+                unclaimed_free: &free,
+                vcpus_on_cpu: &[1; 6],
+                online: &online,
+            };
+            if let Ok(p) = crate::domain::placement::place_domain(&c, &t, &state) {
+                prop_assert!(p.config.validate().is_ok(), "{:?}", p.config);
+                prop_assert!(p.config.auto_vnodes.is_empty());
+                prop_assert_eq!(p.cpus.len(), p.config.vcpus as usize);
+            }
             let mut c = c;
-            let _ = c.place_default_vnode(&four_nodes(), |_| 256 * MIB);
+            let _ = c.place_default_vnode(&t, |_| 256 * MIB);
         }
         Err(e) => {
             prop_assert_eq!(e.file.as_str(), "p.cfg");

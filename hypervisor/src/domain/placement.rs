@@ -77,7 +77,7 @@ use alloc::vec::Vec;
 use core::cmp::Ordering;
 use core::fmt;
 
-use super::config::{DomainConfig, VnodeConfig};
+use super::config::{format_id_list, DomainConfig, VnodeConfig};
 use crate::numa::topology::Topology;
 use crate::numa::{CpuId, NodeId, LOCAL_DISTANCE};
 
@@ -351,7 +351,7 @@ fn place_whole(
             return Err(format!(
                 "no vnuma given and the pinned CPUs are on nodes {}; give a vnuma line to \
                  split the domain",
-                node_list(&nodes)
+                format_id_list(nodes.iter().map(|n| u32::from(n.0)))
             ));
         };
         let free = state.free(node);
@@ -404,9 +404,10 @@ fn place_whole(
             most / MIB
         ));
     }
+    let by_node = cpus_by_node(topology, state);
     let (candidates, won_on) = rank(
         sets.iter()
-            .map(|s| candidate(topology, state, s.clone()))
+            .map(|s| candidate(topology, state, &by_node, s.clone()))
             .collect(),
     );
     let Some(best) = candidates.first() else {
@@ -499,23 +500,23 @@ fn candidate_sets(
         let mut top: Vec<NodeId> = by_cap.iter().take(k).copied().collect();
         top.sort();
         sets.push(top);
+        let apart = |a: NodeId, b: NodeId| topology.distance(a, b).max(topology.distance(b, a));
         for &seed in eligible {
             let mut s = vec![seed];
+            // far[i]: the largest distance from eligible[i] to the set.
+            let mut far: Vec<u8> = eligible.iter().map(|&m| apart(seed, m)).collect();
             while s.len() < k {
                 let next = eligible
                     .iter()
-                    .filter(|n| !s.contains(n))
-                    .min_by_key(|&&m| {
-                        let far = s
-                            .iter()
-                            .map(|&a| topology.distance(a, m).max(topology.distance(m, a)))
-                            .max()
-                            .unwrap_or(LOCAL_DISTANCE);
-                        (far, core::cmp::Reverse(share_cap_mib(state, m)), m)
-                    });
-                match next {
-                    Some(&m) => s.push(m),
-                    None => break,
+                    .zip(&far)
+                    .filter(|(n, _)| !s.contains(n))
+                    .min_by_key(|&(&m, &d)| (d, core::cmp::Reverse(share_cap_mib(state, m)), m));
+                let Some((&m, _)) = next else {
+                    break;
+                };
+                s.push(m);
+                for (f, &x) in far.iter_mut().zip(eligible) {
+                    *f = (*f).max(apart(m, x));
                 }
             }
             s.sort();
@@ -529,7 +530,10 @@ fn candidate_sets(
 
 /// n choose k, saturating.
 fn binomial(n: u64, k: u64) -> u64 {
-    let k = k.min(n.saturating_sub(k));
+    if k > n {
+        return 0;
+    }
+    let k = k.min(n - k);
     let mut c: u64 = 1;
     for i in 0..k {
         // Exact at each step: c * (n - i) is divisible by i + 1.
@@ -541,31 +545,43 @@ fn binomial(n: u64, k: u64) -> u64 {
     c
 }
 
-/// The running CPUs the vCPUs of a domain on `nodes` would use: each
-/// node's, or for a node without any, the nearest node's that has some.
-fn cpus_for_nodes(topology: &Topology, state: &MachineState, nodes: &[NodeId]) -> Vec<CpuId> {
-    let mut out: Vec<CpuId> = Vec::new();
-    for &n in nodes {
-        for m in topology.fallback_order(n) {
-            let cpus: Vec<CpuId> = topology
-                .cpus
-                .iter()
-                .filter(|c| c.node == m && state.is_online(c.id))
-                .map(|c| c.id)
-                .collect();
-            if !cpus.is_empty() {
-                out.extend(cpus);
-                break;
+/// For each node (by id), the running CPUs the vCPUs of a domain there
+/// would use: its own, or for a node without any, the nearest node's that
+/// has some. Computed once per placement: candidates only look it up.
+fn cpus_by_node(topology: &Topology, state: &MachineState) -> Vec<Vec<CpuId>> {
+    let nodes = topology.nodes.iter().map(|n| n.id.index() + 1).max();
+    (0..nodes.unwrap_or(0))
+        .map(|i| {
+            for m in topology.fallback_order(NodeId(i as u8)) {
+                let cpus: Vec<CpuId> = topology
+                    .cpus
+                    .iter()
+                    .filter(|c| c.node == m && state.is_online(c.id))
+                    .map(|c| c.id)
+                    .collect();
+                if !cpus.is_empty() {
+                    return cpus;
+                }
             }
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
+            Vec::new()
+        })
+        .collect()
 }
 
-fn candidate(topology: &Topology, state: &MachineState, nodes: Vec<NodeId>) -> Candidate {
-    let cpus = cpus_for_nodes(topology, state, &nodes);
+fn candidate(
+    topology: &Topology,
+    state: &MachineState,
+    cpus_by_node: &[Vec<CpuId>],
+    nodes: Vec<NodeId>,
+) -> Candidate {
+    let mut cpus: Vec<CpuId> = nodes
+        .iter()
+        .filter_map(|n| cpus_by_node.get(n.index()))
+        .flatten()
+        .copied()
+        .collect();
+    cpus.sort();
+    cpus.dedup();
     let max_distance = nodes
         .iter()
         .flat_map(|&a| nodes.iter().map(move |&b| (a, b)))
@@ -704,6 +720,7 @@ fn place_auto_vnodes(
             used.push(v.pnode);
         }
     }
+    let by_node = cpus_by_node(topology, state);
     let mut choices = Vec::new();
     for &k in &auto {
         let pinned = config.pinned_node_of_vnode(k, topology)?;
@@ -773,7 +790,7 @@ fn place_auto_vnodes(
             }
             let (candidates, won_on) = rank(
                 pool.iter()
-                    .map(|&n| candidate(topology, state, vec![n]))
+                    .map(|&n| candidate(topology, state, &by_node, vec![n]))
                     .collect(),
             );
             let Some(node) = candidates.first().and_then(|c| c.nodes.first().copied()) else {
@@ -950,5 +967,490 @@ mod tests {
             assert_eq!(t.cpu_node(cpu), Some(nearest));
         }
         assert!(place_vcpus(&c, &t, &[]).is_err());
+    }
+
+    // -----------------------------------------------------------------
+    // Automatic placement, against libxl's documented rules.
+
+    use crate::domain::testutil::MIB as TMIB;
+
+    /// A machine state owned by a test; `view()` lends it.
+    struct State {
+        free: Vec<u64>,
+        load: Vec<u32>,
+        online: Vec<bool>,
+    }
+
+    impl State {
+        /// `free` in MiB per node; no vCPU anywhere; all CPUs up.
+        fn new(t: &Topology, free_mib: &[u64]) -> State {
+            State {
+                free: free_mib.iter().map(|m| m * TMIB).collect(),
+                load: vec![0; t.cpus.len()],
+                online: vec![true; t.cpus.len()],
+            }
+        }
+
+        fn with_load(mut self, load: &[u32]) -> State {
+            self.load = load.to_vec();
+            self
+        }
+
+        fn view(&self) -> MachineState<'_> {
+            MachineState {
+                unclaimed_free: &self.free,
+                vcpus_on_cpu: &self.load,
+                online: &self.online,
+            }
+        }
+
+        /// What a placed domain takes: its memory per node (claims) and its
+        /// vCPUs' CPUs.
+        fn take(&mut self, p: &Placed) {
+            for v in &p.config.vnodes {
+                self.free[v.pnode.index()] -= v.size_mib * TMIB;
+            }
+            for c in &p.cpus {
+                self.load[c.index()] += 1;
+            }
+        }
+    }
+
+    fn dom(text: &str) -> DomainConfig {
+        match DomainConfig::parse("t.cfg", text.as_bytes()) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn place(text: &str, t: &Topology, s: &State) -> Placed {
+        match place_domain(&dom(text), t, &s.view()) {
+            Ok(p) => {
+                p.config.validate().expect("placed config validates");
+                p.config.check_against(t).expect("placed config fits");
+                assert!(p.config.auto_vnodes.is_empty());
+                p
+            }
+            Err(e) => panic!("{e}\n--- in ---\n{text}"),
+        }
+    }
+
+    fn refused(text: &str, t: &Topology, s: &State) -> String {
+        match place_domain(&dom(text), t, &s.view()) {
+            Ok(p) => panic!("placed: {p:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn line(p: &Placed) -> String {
+        match &p.decision {
+            Some(d) => format!("{d}"),
+            None => String::from("(not placed)"),
+        }
+    }
+
+    fn pnodes(p: &Placed) -> Vec<u8> {
+        p.config.vnodes.iter().map(|v| v.pnode.0).collect()
+    }
+
+    fn two_nodes() -> Topology {
+        testutil::uniform(2, 512, 2, &[10, 20, 20, 10])
+    }
+
+    #[test]
+    fn fits_in_one_node_tie_broken_by_load_then_free_memory() {
+        let t = two_nodes();
+        // Node 0 runs a vCPU on one of its two CPUs: node 1 wins on load,
+        // though node 0 has more free memory.
+        let s = State::new(&t, &[500, 446]).with_load(&[1, 0, 0, 0]);
+        let p = place("name = a\nmemory = 256\nvcpus = 2\n", &t, &s);
+        assert_eq!(pnodes(&p), [1]);
+        assert_eq!(p.config.vnodes[0].vcpus, [0, 1]);
+        assert_eq!(p.config.vnodes[0].vdistances, [10]);
+        assert_eq!(p.cpus, [CpuId(2), CpuId(3)]);
+        assert_eq!(
+            line(&p),
+            "placed on node(s) 1: fits in 1 node; candidates: {1} 1 node, 0.00 vcpus/cpu, \
+             446 MiB free; {0} 1 node, 0.50 vcpus/cpu, 500 MiB free; won on load"
+        );
+        // Equal load (1 vCPU on each node): the most free memory.
+        let s = State::new(&t, &[446, 511]).with_load(&[1, 0, 0, 1]);
+        let p = place("name = a\nmemory = 256\n", &t, &s);
+        assert_eq!(pnodes(&p), [1]);
+        assert_eq!(p.cpus, [CpuId(2)], "the idle CPU of node 1");
+        assert!(line(&p).ends_with("; won on free memory"), "{}", line(&p));
+        // A tie on everything: the lowest node id.
+        let s = State::new(&t, &[300, 300]);
+        let p = place("name = a\nmemory = 256\n", &t, &s);
+        assert_eq!(pnodes(&p), [0]);
+        assert!(line(&p).ends_with("; a tie, won on the lowest node id"));
+        // Only one node has the room: the only candidate, however loaded.
+        let s = State::new(&t, &[100, 300]).with_load(&[0, 0, 5, 5]);
+        let p = place("name = a\nmemory = 256\n", &t, &s);
+        assert_eq!(pnodes(&p), [1]);
+        assert_eq!(
+            line(&p),
+            "placed on node(s) 1: fits in 1 node; candidates: {1} 1 node, 5.00 vcpus/cpu, \
+             300 MiB free; the only candidate"
+        );
+    }
+
+    #[test]
+    fn fits_in_none_spans_the_pair_with_the_smallest_largest_distance() {
+        // Nodes 2 and 3 are the closest pair (15); 0-1 (20) comes first in
+        // id order but is farther.
+        #[rustfmt::skip]
+        let t = testutil::uniform(4, 256, 1, &[
+            10, 20, 30, 40,
+            20, 10, 40, 30,
+            30, 40, 10, 15,
+            40, 30, 15, 10,
+        ]);
+        let s = State::new(&t, &[256, 256, 256, 200]);
+        let p = place("name = a\nmemory = 400\nvcpus = 4\n", &t, &s);
+        // The fuller node gives all it has, the other the rest; vCPUs in
+        // proportion to memory (256:144 of 4 is 2.56:1.44 -> 3:1).
+        assert_eq!(
+            p.config.vnodes,
+            [
+                VnodeConfig {
+                    pnode: NodeId(2),
+                    size_mib: 256,
+                    vcpus: vec![0, 1, 2],
+                    vdistances: vec![10, 15],
+                },
+                VnodeConfig {
+                    pnode: NodeId(3),
+                    size_mib: 144,
+                    vcpus: vec![3],
+                    vdistances: vec![15, 10],
+                },
+            ]
+        );
+        assert_eq!(p.cpus, [CpuId(2), CpuId(2), CpuId(2), CpuId(3)]);
+        let l = line(&p);
+        assert!(
+            l.starts_with(
+                "placed on node(s) 2,3: fits in no single node: spans 2 nodes; candidates: \
+                 {2,3} 2 nodes, max distance 15, 0.00 vcpus/cpu, 456 MiB free; {0,1} 2 nodes, \
+                 max distance 20,"
+            ),
+            "{l}"
+        );
+        assert!(l.ends_with("; won on distance"), "{l}");
+        // Three nodes when no pair holds it: the fewest nodes always win.
+        let s = State::new(&t, &[200, 200, 200, 200]);
+        let p = place("name = a\nmemory = 500\n", &t, &s);
+        assert_eq!(pnodes(&p).len(), 3);
+        assert_eq!(p.config.memory_mib, 500);
+        // vnuma_auto = 0: one flat node cannot be backed by several.
+        let e = refused("name = a\nmemory = 250\nvnuma_auto = 0\n", &t, &s);
+        assert_eq!(
+            e,
+            "250 MiB fits in no single node (the most unclaimed free memory is 200 MiB, on \
+             node 0) and vnuma_auto = 0 asks for one flat node, which one node must back: \
+             allow vnuma_auto = 1 or give a vnuma"
+        );
+        // Fitting one node, vnuma_auto = 0 changes nothing.
+        let p = place("name = a\nmemory = 150\nvnuma_auto = 0\n", &t, &s);
+        assert_eq!(p.config.vnodes.len(), 1);
+        // Fits nowhere even on every node: the shortfall.
+        let e = refused("name = a\nmemory = 900\n", &t, &s);
+        assert_eq!(
+            e,
+            "900 MiB fits nowhere, even spanning every node: 800 MiB unclaimed free in all \
+             (short by 100 MiB)"
+        );
+    }
+
+    #[test]
+    fn pairs_tied_on_distance_are_broken_by_load() {
+        // Four nodes all 20 apart: every pair ties on distance.
+        #[rustfmt::skip]
+        let t = testutil::uniform(4, 256, 2, &[
+            10, 20, 20, 20,
+            20, 10, 20, 20,
+            20, 20, 10, 20,
+            20, 20, 20, 10,
+        ]);
+        let s = State::new(&t, &[200, 200, 200, 200]).with_load(&[1, 1, 1, 0, 0, 0, 2, 0]);
+        let p = place("name = a\nmemory = 300\nvcpus = 2\n", &t, &s);
+        // vCPUs per node: 2, 1, 0, 2. {1,2} has 1 on its 4 CPUs, every
+        // other pair more: {1,2} wins.
+        assert_eq!(pnodes(&p), [1, 2]);
+        assert!(line(&p).contains(
+            "candidates: {1,2} 2 nodes, max distance 20, 0.25 vcpus/cpu, 400 MiB free; "
+        ));
+        assert!(line(&p).ends_with("; won on load"));
+        // One vCPU per vnode (150:150), each on its node's idle CPU.
+        assert_eq!(p.config.vnodes[0].vcpus, [0]);
+        assert_eq!(p.config.vnodes[1].vcpus, [1]);
+        assert_eq!(p.cpus, [CpuId(3), CpuId(4)]);
+    }
+
+    #[test]
+    fn memoryless_and_cpu_less_nodes() {
+        // Node 2: CPUs 4-5, no memory; node 3: memory, no CPU.
+        let t = testutil::four_nodes();
+        // Nodes 0 and 1 busy: node 3, whose vCPUs run on its nearest CPUs
+        // (node 2's, idle), wins on load. Node 2 holds no memory: never a
+        // candidate.
+        let s = State::new(&t, &[511, 512, 0, 512]).with_load(&[1, 1, 1, 1, 0, 0]);
+        let p = place("name = a\nmemory = 256\nvcpus = 2\n", &t, &s);
+        assert_eq!(pnodes(&p), [3]);
+        assert_eq!(p.cpus, [CpuId(4), CpuId(5)]);
+        assert_eq!(
+            line(&p),
+            "placed on node(s) 3: fits in 1 node; candidates: {3} 1 node, 0.00 vcpus/cpu, \
+             512 MiB free; {1} 1 node, 1.00 vcpus/cpu, 512 MiB free; {0} 1 node, 1.00 \
+             vcpus/cpu, 511 MiB free; won on load"
+        );
+        // Spanning three nodes: a truthful vNUMA with the CPU-less node as
+        // a CPU-less vnode, the machine's distances.
+        let s = State::new(&t, &[400, 400, 0, 400]);
+        let p = place("name = a\nmemory = 1000\nvcpus = 4\n", &t, &s);
+        assert_eq!(pnodes(&p), [0, 1, 3]);
+        let sizes: Vec<u64> = p.config.vnodes.iter().map(|v| v.size_mib).collect();
+        assert_eq!(sizes, [400, 400, 200]);
+        let vcpus: Vec<Vec<u32>> = p.config.vnodes.iter().map(|v| v.vcpus.clone()).collect();
+        assert_eq!(vcpus, [vec![0, 1], vec![2, 3], vec![]]);
+        assert_eq!(
+            p.config.distance_matrix(),
+            [10, 20, 40, 20, 10, 30, 40, 30, 10]
+        );
+        assert_eq!(p.cpus, [CpuId(0), CpuId(1), CpuId(2), CpuId(3)]);
+        // Only CPU-less memory left: the vCPUs go to the nearest CPUs.
+        let s = State::new(&t, &[0, 0, 0, 300]);
+        let p = place("name = a\nmemory = 200\nvcpus = 3\n", &t, &s);
+        assert_eq!(pnodes(&p), [3]);
+        assert_eq!(p.cpus, [CpuId(4), CpuId(5), CpuId(4)]);
+    }
+
+    #[test]
+    fn asymmetric_distances_count_both_ways() {
+        // xtask's `asymmetric` machine: 0->1 is 20 but 1->0 is 30.
+        #[rustfmt::skip]
+        let t = testutil::uniform(3, 256, 1, &[
+            10, 20, 40,
+            30, 10, 20,
+            25, 35, 10,
+        ]);
+        let s = State::new(&t, &[256, 256, 256]);
+        let p = place("name = a\nmemory = 400\nvcpus = 2\n", &t, &s);
+        // {0,1}: 30; {0,2}: 40; {1,2}: 35.
+        assert_eq!(pnodes(&p), [0, 1]);
+        // Each vnode keeps its own row: the vNUMA is as asymmetric as the
+        // machine.
+        assert_eq!(p.config.distance_matrix(), [10, 20, 30, 10]);
+        assert!(line(&p).contains("{0,1} 2 nodes, max distance 30"));
+        assert!(line(&p).contains("{1,2} 2 nodes, max distance 35"));
+    }
+
+    #[test]
+    fn ring8_eight_domains_one_per_node() {
+        // As `--topology ring8`: 8 nodes of 128 MiB and 1 CPU each.
+        let t = testutil::ring(8, 128);
+        let mut s = State::new(&t, &[120; 8]);
+        for i in 0..8u8 {
+            let p = place(&format!("name = d{i}\nmemory = 64\n"), &t, &s);
+            assert_eq!(pnodes(&p), [i], "domain {i}: {}", line(&p));
+            assert_eq!(p.cpus, [CpuId(u32::from(i))]);
+            s.take(&p);
+        }
+        // A ninth: every node equally loaded and free: node 0 on the tie.
+        let p = place("name = d8\nmemory = 56\n", &t, &s);
+        assert_eq!(pnodes(&p), [0]);
+        s.take(&p);
+        // Too big for any node now: two neighbours (distance 20).
+        let p = place("name = big\nmemory = 100\n", &t, &s);
+        assert_eq!(pnodes(&p), [1, 2]);
+        assert_eq!(p.config.distance_matrix(), [10, 20, 20, 10]);
+        assert!(line(&p).contains("{1,2} 2 nodes, max distance 20, 1.00 vcpus/cpu, 112 MiB"));
+    }
+
+    #[test]
+    fn many_nodes_search_stays_bounded_and_minimal() {
+        // 40 nodes: C(40, 4) = 91390 sets of 4 is past the cap, so the
+        // greedy sets are tried; the node count stays minimal and the
+        // nearest arc wins.
+        assert!(binomial(40, 4) > MAX_SUBSETS && binomial(40, 3) <= MAX_SUBSETS);
+        assert_eq!(binomial(16, 8), 12870);
+        assert_eq!(binomial(64, 32), u64::MAX);
+        assert_eq!(binomial(3, 5), 0);
+        let t = testutil::ring(40, 64);
+        let s = State::new(&t, &[64; 40]);
+        let p = place("name = a\nmemory = 200\nvcpus = 4\n", &t, &s);
+        assert_eq!(pnodes(&p), [0, 1, 2, 3]);
+        assert!(line(&p).contains("; and "), "{}", line(&p));
+        // Sets of 3 are enumerated in full: the arc of 3 (max distance 30).
+        let p = place("name = a\nmemory = 150\n", &t, &s);
+        assert_eq!(pnodes(&p), [0, 1, 2]);
+        // 64 nodes, the most a machine has: a few nodes is fine.
+        let t = testutil::ring(64, 16);
+        let s = State::new(&t, &[16; 64]);
+        let p = place("name = a\nmemory = 100\n", &t, &s);
+        assert_eq!(pnodes(&p).len(), 7);
+    }
+
+    #[test]
+    fn pinned_domain_without_vnuma_stays_on_its_cpus_node() {
+        let t = two_nodes();
+        let s = State::new(&t, &[500, 500]).with_load(&[0, 0, 3, 3]);
+        let p = place("name = a\nmemory = 64\nvcpus = 2\ncpus = \"2-3\"\n", &t, &s);
+        assert_eq!(pnodes(&p), [1]);
+        assert_eq!(p.cpus, [CpuId(2), CpuId(3)]);
+        assert_eq!(
+            line(&p),
+            "placed on node(s) 1: its vcpus are pinned to CPUs of node 1"
+        );
+    }
+
+    #[test]
+    fn explicit_vnuma_is_not_placed_but_vcpus_spread_by_load() {
+        let t = two_nodes();
+        let s = State::new(&t, &[500, 500]).with_load(&[2, 1, 0, 0]);
+        let p = place(
+            "name = a\nvnuma = [ \"pnode=0,size=64,vcpus=0-2\", \"pnode=1,size=64,vcpus=3\" ]\n",
+            &t,
+            &s,
+        );
+        assert_eq!(p.decision, None);
+        // CPU 1 (1 vCPU) before CPU 0 (2), then they share.
+        assert_eq!(p.cpus, [CpuId(1), CpuId(0), CpuId(1), CpuId(2)]);
+    }
+
+    #[test]
+    fn pnode_auto_vnodes() {
+        let t = two_nodes();
+        let s = State::new(&t, &[500, 500]);
+        // Unpinned: a node no other vnode of the domain uses.
+        let p = place(
+            "name = a\nvnuma = [ \"pnode=0,size=64,vcpus=0\", \"pnode=auto,size=64,vcpus=1\" ]\n",
+            &t,
+            &s,
+        );
+        assert_eq!(pnodes(&p), [0, 1]);
+        assert_eq!(
+            line(&p),
+            "placed on node(s) 0,1: vnode 1 (pnode=auto): fits in 1 node; candidates: {1} 1 \
+             node, 0.00 vcpus/cpu, 500 MiB free; the only candidate"
+        );
+        // All auto, one node too small for the second: they share node 1.
+        let s2 = State::new(&t, &[100, 500]);
+        let p = place(
+            "name = a\nvnuma = [ \"pnode=auto,size=200,vcpus=0\", \"pnode=auto,size=200,vcpus=1\" ]\n",
+            &t,
+            &s2,
+        );
+        assert_eq!(pnodes(&p), [1, 1]);
+        // Pinned: the node of its CPUs.
+        let text = "name = a\ncpus = \"0,2\"\nvnuma = [ \"pnode=auto,size=64,vcpus=1\", \
+                    \"pnode=auto,size=64,vcpus=0\" ]\n";
+        let p = place(text, &t, &s);
+        assert_eq!(pnodes(&p), [1, 0]);
+        assert_eq!(p.cpus, [CpuId(0), CpuId(2)]);
+        assert_eq!(
+            line(&p),
+            "placed on node(s) 0,1: vnode 0 (pnode=auto): its vcpus are pinned to CPUs of \
+             node 1 | vnode 1 (pnode=auto): its vcpus are pinned to CPUs of node 0"
+        );
+        // Pinned to a node without the room: refused with the shortfall.
+        let e = refused(text, &t, &State::new(&t, &[500, 40]));
+        assert_eq!(
+            e,
+            "vnode 0 (pnode=auto) is pinned to CPUs of node 1, which has only 40 MiB \
+             unclaimed free for 64 MiB (short by 24 MiB)"
+        );
+        // Pins spanning nodes: the config checker refuses it.
+        let e = refused(
+            "name = a\ncpus = \"0,2\"\nvnuma = [ \"pnode=auto,size=64,vcpus=0-1\" ]\n",
+            &t,
+            &s,
+        );
+        assert_eq!(
+            e,
+            "vnode 0 has pnode=auto and its vcpus are pinned to CPUs on nodes 0-1; a vnode \
+             lives on one node: pin its vcpus to CPUs of one node"
+        );
+        // Too big for any node.
+        let e = refused(
+            "name = a\nvnuma = [ \"pnode=auto,size=600,vcpus=0\" ]\n",
+            &t,
+            &s,
+        );
+        assert_eq!(
+            e,
+            "vnode 0 (pnode=auto) needs 600 MiB on one node; the largest, node 0, has 512 MiB"
+        );
+        let e = refused(
+            "name = a\nvnuma = [ \"pnode=auto,size=501,vcpus=0\" ]\n",
+            &t,
+            &s,
+        );
+        assert_eq!(
+            e,
+            "vnode 0 (pnode=auto) needs 501 MiB on one node; the most unclaimed free is 500 \
+             MiB, on node 0 (short by 1 MiB)"
+        );
+        // A memoryless auto vnode goes where CPUs are idle.
+        let s3 = State::new(&t, &[500, 500]).with_load(&[1, 1, 0, 1]);
+        let p = place(
+            "name = a\nvnuma = [ \"pnode=auto,size=0,vcpus=0,vdistances=10,20\", \
+             \"pnode=0,size=64,vdistances=20,10\" ]\n",
+            &t,
+            &s3,
+        );
+        assert_eq!(pnodes(&p), [1, 0]);
+        assert_eq!(p.cpus, [CpuId(2)]);
+    }
+
+    #[test]
+    fn vcpu_shares_follow_memory() {
+        assert_eq!(largest_remainder(4, &[256, 144]), [3, 1]);
+        assert_eq!(largest_remainder(3, &[100, 100, 100]), [1, 1, 1]);
+        assert_eq!(largest_remainder(1, &[100, 100]), [1, 0]);
+        assert_eq!(largest_remainder(5, &[0, 0]), [0, 0]);
+        assert_eq!(largest_remainder(7, &[1, 0, 1]), [4, 0, 3]);
+    }
+
+    #[test]
+    fn placement_never_panics_on_odd_states() {
+        let t = testutil::four_nodes();
+        let c = dom("name = a\nmemory = 64\nvcpus = 3\n");
+        // Short slices: missing nodes have no memory, missing CPUs are down.
+        let e = place_domain(
+            &c,
+            &t,
+            &MachineState {
+                unclaimed_free: &[],
+                vcpus_on_cpu: &[],
+                online: &[],
+            },
+        )
+        .unwrap_err();
+        assert!(e.contains("fits nowhere"), "{e}");
+        let free = [512 * TMIB; 4];
+        let e = place_domain(
+            &c,
+            &t,
+            &MachineState {
+                unclaimed_free: &free,
+                vcpus_on_cpu: &[u32::MAX; 6],
+                online: &[],
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e, "no CPU is running");
+        let p = place_domain(
+            &c,
+            &t,
+            &MachineState {
+                unclaimed_free: &free,
+                vcpus_on_cpu: &[u32::MAX; 6],
+                online: &[true; 6],
+            },
+        )
+        .expect("placed");
+        assert_eq!(p.cpus.len(), 3);
     }
 }

@@ -60,3 +60,30 @@ pub(crate) fn four_nodes() -> Topology {
         ],
     )
 }
+
+/// `n` nodes of `mib` MiB each, `cpus_per_node` CPUs each (CPU ids node by
+/// node), and a row-major distance matrix.
+pub(crate) fn uniform(n: usize, mib: u64, cpus_per_node: usize, distances: &[u8]) -> Topology {
+    let ranges: Vec<[(u64, u64); 1]> = (0..n as u64)
+        .map(|i| [(i * mib * MIB, (i + 1) * mib * MIB)])
+        .collect();
+    let memory: Vec<&[(u64, u64)]> = ranges.iter().map(|r| &r[..]).collect();
+    let cpu_nodes: Vec<u8> = (0..n)
+        .flat_map(|i| core::iter::repeat_n(i as u8, cpus_per_node))
+        .collect();
+    topo(&memory, &cpu_nodes, distances)
+}
+
+/// `n` nodes in a ring, distance 10 + 10 per hop (xtask's `ring8` for
+/// `n = 8`, at most 255), each of `mib` MiB with one CPU.
+pub(crate) fn ring(n: usize, mib: u64) -> Topology {
+    let d: Vec<u8> = (0..n)
+        .flat_map(|i| {
+            (0..n).map(move |j| {
+                let hops = i.abs_diff(j);
+                (10 + 10 * hops.min(n - hops)).min(255) as u8
+            })
+        })
+        .collect();
+    uniform(n, mib, 1, &d)
+}
