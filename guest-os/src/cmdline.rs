@@ -14,6 +14,7 @@
 //! | `swiotlb=[N][,A][,force\|noforce]` | the bounce pool: `N` 2 KiB slots (default 512, 1 MiB), `A` areas; `force` bounces every DMA mapping, `noforce` none (Linux's syntax; `crate::dma::setup`) |
 //! | `dma=direct` | never bounce: a mapping a device cannot reach is refused (to show what goes wrong without bounce buffers) |
 //! | `edu.dma_bits=N` | the edu device's DMA mask width, as QEMU's `-device edu,dma_mask=` (default 28) |
+//! | `burn=N` | before the suites, spin on vCPU 0 for N million iterations of pure arithmetic (no PAUSE, no exits): CPU-bound work to show how the hypervisor shares a CPU (weights) |
 //! | `bench` | after the suites, time order-0 page alloc+free pairs in TSC cycles (`cargo xtask bench`) |
 //! | `nosmp` | bring up no secondary vCPU (ABI 1.3's `VCPU_OP`): the guest runs on vCPU 0 alone, as Linux's `nosmp` |
 //! | `numa=fake=N` | NUMA emulation: N fake nodes instead of the node view, as Linux's `split_nodes_interleave` (`crate::numa::fake`); Linux's size (`M`/`G`) and uniform (`U`) forms are not supported |
@@ -40,6 +41,8 @@ pub struct Cmdline {
     pub dma: crate::dma::setup::DmaOptions,
     /// `bench`: run the guest benchmarks after the suites.
     pub bench: bool,
+    /// `burn=N`: millions of iterations of CPU-bound work before the suites.
+    pub burn: Option<u64>,
     /// `nosmp`: no secondary vCPU is brought up.
     pub nosmp: bool,
     /// `fail_vcpu=N`: the vCPU that fails on purpose (0 when `None`).
@@ -55,6 +58,9 @@ pub const FAIL_MODES: [FailMode; 4] = [
     FailMode::Hypercall,
     FailMode::Halt,
 ];
+
+/// Largest `burn=` (millions of iterations): about an hour under TCG.
+pub const MAX_BURN: u64 = 1_000_000;
 
 /// Parses a command line. Never fails.
 pub fn parse(cmdline: &str) -> Cmdline {
@@ -79,6 +85,12 @@ pub fn parse(cmdline: &str) -> Cmdline {
                 }
                 None => c.warnings.push(format!(
                     "fail={v}: unknown failure mode (known: npf, triple, hypercall, halt); ignored"
+                )),
+            },
+            ("burn", Some(v)) => match v.parse::<u64>() {
+                Ok(n) if n <= MAX_BURN => c.burn = Some(n),
+                _ => c.warnings.push(format!(
+                    "burn={v}: not a count of millions up to {MAX_BURN}; ignored"
                 )),
             },
             ("fail_vcpu", Some(v)) => match v.parse::<u32>() {
@@ -114,6 +126,7 @@ pub fn parse(cmdline: &str) -> Cmdline {
             }
             (
                 "fail"
+                | "burn"
                 | "fail_vcpu"
                 | "ktest"
                 | "numa_zonelist_order"
@@ -218,6 +231,16 @@ mod tests {
         assert_eq!(c.dma.edu_dma_bits, Some(32));
         assert!(c.dma.direct);
         assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn burn_takes_a_count_of_millions() {
+        assert_eq!(parse("burn=300").burn, Some(300));
+        for bad in ["burn=x", "burn=-1", "burn=1000001", "burn"] {
+            let c = parse(bad);
+            assert_eq!(c.burn, None, "{bad}");
+            assert_eq!(c.warnings.len(), 1, "{bad}");
+        }
     }
 
     #[test]

@@ -112,6 +112,16 @@ pub fn domain_config(name: &str) -> String {
         .to_string()
 }
 
+/// Writes a domain config made by a test (`target/test-configs/NAME.cfg`)
+/// and returns its path, for [`boot_domains`].
+pub fn write_config(name: &str, text: &str) -> String {
+    let dir = images::workspace_root().join("target").join("test-configs");
+    std::fs::create_dir_all(&dir).expect("target/test-configs");
+    let path = dir.join(format!("{name}.cfg"));
+    std::fs::write(&path, text).expect("writing a test config");
+    path.display().to_string()
+}
+
 /// Boots `spec` with the guest (its module string carries
 /// `guest_cmdline`, the mirror domain's command line) and these domain
 /// config files, run in order.
@@ -422,6 +432,10 @@ pub fn domain_report(console: &str, id: u32) -> Option<DomainReport> {
         let Some(rest) = line.strip_prefix(&format!("numavisor: domain {id}")) else {
             continue;
         };
+        // Domain 1 is not domain 10.
+        if !rest.starts_with([':', ' ']) {
+            continue;
+        }
         if let Some(reason) = rest.strip_prefix(": refused: ") {
             return Some(DomainReport::Refused {
                 reason: reason.to_string(),

@@ -254,7 +254,7 @@ fn refused_by_guest(run: &RunResult, hv: &str, guest: &str) {
     );
     has(
         run,
-        "numavisor: domain 1: teardown: 49152 pages returned, heap probe matches the one before the domain",
+        "numavisor: domain 1: teardown: 49152 pages returned, none left owned",
     );
     assert_eq!(
         run.outcome,

@@ -93,7 +93,7 @@ fn assert_smp_domain_passed(run: &RunResult, id: u32, nr: u32) -> Ktap {
     assert!(
         run.console
             .lines()
-            .any(|l| l.starts_with(&teardown) && l.contains("heap probe matches")),
+            .any(|l| l.starts_with(&teardown) && l.contains("none left owned")),
         "{}",
         context(run)
     );
@@ -248,7 +248,7 @@ fn a_fault_on_a_secondary_vcpu_ends_the_whole_domain_and_the_next_runs() {
     assert!(
         run.console
             .lines()
-            .any(|l| l.starts_with(teardown) && l.contains("heap probe matches")),
+            .any(|l| l.starts_with(teardown) && l.contains("none left owned")),
         "{}",
         context(&run)
     );

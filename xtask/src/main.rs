@@ -42,8 +42,10 @@ Options of `run`:
   --topology NAME       boot a preset machine (default: `default`)
   --append \"OPTIONS\"    extra hypervisor command-line options
   --domain FILE         run the domain FILE describes (xl.cfg style, see
-                        domains/); repeat for several domains in a row.
-                        Without it one domain mirrors the machine
+                        domains/); repeat for several domains, which run
+                        at the same time. Without it, the domain that
+                        mirrors the machine and an automatically placed
+                        one (domains/auto.cfg) run side by side
   --guest-cmdline \"..\"  command line of the mirror domain's guest (default:
                         the preset's, if it has one)
   --no-guest            boot the hypervisor alone (no guest module)
@@ -196,13 +198,26 @@ fn cmd_run(args: &[String]) -> Result<i32, String> {
         cmdline.push_str(&run.append);
     }
     let mut modules = Vec::new();
+    let mut domains = run.domains.clone();
+    if run.guest && domains.is_empty() {
+        let root = images::workspace_root();
+        domains.extend(
+            xtask::DEFAULT_RUN_DOMAINS
+                .iter()
+                .map(|d| root.join(d).display().to_string()),
+        );
+        if !cmdline.is_empty() {
+            cmdline.push(' ');
+        }
+        cmdline.push_str(xtask::DEFAULT_RUN_CMDLINE);
+    }
     if run.guest {
         modules.push(
             format!("{} {}", guest_images.guest.display(), guest_cmdline)
                 .trim_end()
                 .to_string(),
         );
-        modules.extend(run.domains.iter().cloned());
+        modules.extend(domains);
     }
     let cfg = RunConfig {
         kernel: hypervisor_images.hypervisor,

@@ -496,6 +496,18 @@ pub fn run(p: &'static dyn Platform, start_gpa: u64) -> ShutdownStatus {
         None => {}
     }
 
+    if let Some(millions) = guest.cmdline.burn {
+        let start = p.cycles();
+        let result = burn(millions);
+        match (start, p.cycles()) {
+            (Some(a), Some(b)) => println!(
+                "guest: burn: {millions} million iterations in {} TSC cycles (result {result:#x})",
+                b.wrapping_sub(a)
+            ),
+            _ => println!("guest: burn: {millions} million iterations (result {result:#x})"),
+        }
+    }
+
     let (suites, unknown) = ktest::suites::select(&guest.cmdline);
     for name in unknown {
         println!("guest: warning: ktest={name}: no such suite");
@@ -550,4 +562,16 @@ fn fail_on_secondary(guest: &Guest, k: u32, mode: FailMode) -> String {
 #[cfg(feature = "abi-1-2")]
 fn fail_on_secondary(_guest: &Guest, k: u32, _mode: FailMode) -> String {
     alloc::format!("fail_vcpu={k}: this guest has no secondary vcpus (ABI before 1.3)")
+}
+
+/// `burn=N`: N million rounds of xorshift, CPU-bound and exit-free, so the
+/// vCPU keeps its CPU until the hypervisor takes it away.
+fn burn(millions: u64) -> u64 {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..millions.saturating_mul(1_000_000) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    core::hint::black_box(x)
 }

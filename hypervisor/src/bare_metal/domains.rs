@@ -1,14 +1,26 @@
-//! Domains on the real machine: build each one from its config and the
-//! guest image (boot modules), run it, tear it down, and report.
+//! Domains on the real machine, all at once: each config is placed (its
+//! `vnuma`, or automatic NUMA placement), its memory claimed per node, then
+//! it is built on a CPU of its own node and started as soon as it is built,
+//! beside the domains already running. A domain that ends is torn down
+//! alone, by the CPU that saw its last vCPU go; the run ends when the last
+//! one has.
+//!
+//! Placement and claims are decided one domain at a time on the boot CPU,
+//! so that each decision sees the memory and CPUs the earlier ones took;
+//! the builds, which take the time (zeroing, loading, page tables), run in
+//! parallel on the domains' CPUs, each against its own claim, so they can
+//! neither starve each other nor half-succeed.
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use hypervisor::arch::x86_64::cpu;
-use hypervisor::arch::x86_64::memory::{self as arch_memory, HeapTables};
+use hypervisor::arch::x86_64::memory::HeapTables;
 use hypervisor::arch::x86_64::pci::PortConfigSpace;
 use hypervisor::boot::multiboot::Module;
 use hypervisor::domain::abi;
@@ -17,51 +29,44 @@ use hypervisor::domain::config::{DomainConfig, MIRROR_NODE_MIB};
 use hypervisor::domain::elf::GuestImage;
 use hypervisor::domain::exchange::P2m;
 use hypervisor::domain::layout::DomainLayout;
-use hypervisor::domain::placement::place_vcpus;
-use hypervisor::domain::run::{handle_exit, Action};
-use hypervisor::hypercall::{
-    ConsoleBuffer, ExchangeRequest, Exchanged, GuestAccess, HypercallEnv, MachineView, VnumaView,
-};
-use hypervisor::mm::addr::{Maddr, Mfn, PAGE_SHIFT, PAGE_SIZE};
-use hypervisor::mm::heap::{AllocRequest, Heap};
-use hypervisor::numa::topology::Topology;
+use hypervisor::domain::placement::{self, MachineState, Placed};
+use hypervisor::hypercall::ConsoleBuffer;
+use hypervisor::mm::addr::{Mfn, PAGE_SHIFT, PAGE_SIZE};
+use hypervisor::mm::heap::{AllocRequest, Claim};
+use hypervisor::numa::topology::{Topology, MAX_CPUS};
 use hypervisor::numa::{CpuId, NodeId};
 use hypervisor::pci::config::PciEmulator;
 use hypervisor::pci::{self, Bdf};
-use hypervisor::svm::exit::ExitReason;
+use hypervisor::report::{
+    DomainPages, DomainRow, DomainState, NumaMemory, ShutdownReason, VcpuRow, VcpuState, XlList,
+    XlVcpuList,
+};
 use hypervisor::svm::paging::{self as pt, PageTables};
-use hypervisor::svm::vcpu::{EntryState, InterceptMaps, Vcpu, EFER_NXE};
+use hypervisor::svm::vcpu::EntryState;
 use hypervisor::{print, println};
-use pv_abi::cpuid::CpuidRegs;
 use pv_abi::exit::ExitCode;
 use pv_abi::AbiVersion;
 
-use super::sched;
+use super::domain_run::{self, DomainRun, Env, IdentityMachine, VcpuSlot, VcpuTemplate};
+use super::sched::{self, VcpuBlock};
 use super::svm_maps::intercept_maps;
+use super::{heap, nr_asids};
 
-/// Machine memory of the running domain, through the identity map.
-///
-/// Only [`DomainMemory`] calls it, with addresses its layout maps: pages the
-/// heap gave this domain.
-struct IdentityMachine;
-
-impl MachineMemory for IdentityMachine {
-    fn read(&self, at: Maddr, buf: &mut [u8]) {
-        // SAFETY: `at..at + len` is memory of the domain (see the type's doc),
-        // identity-mapped RAM.
-        unsafe { arch_memory::copy_from_machine(at, buf) }
-    }
-
-    fn write(&mut self, at: Maddr, bytes: &[u8]) {
-        // SAFETY: as for `read`; the domain's pages are not hypervisor data.
-        unsafe { arch_memory::copy_to_machine(at, bytes) }
-    }
-
-    fn zero(&mut self, at: Maddr, len: u64) {
-        // SAFETY: as for `write`.
-        unsafe { core::ptr::write_bytes(at.0 as *mut u8, 0, len as usize) }
-    }
-}
+/// Guards the table of domains that are built and not yet torn down.
+static DOMAINS: spin::Mutex<Vec<Arc<DomainRun>>> = spin::Mutex::new(Vec::new());
+/// Guards the `xl list` rows of domains that have ended, for the last view.
+static ENDED: spin::Mutex<Vec<DomainRow>> = spin::Mutex::new(Vec::new());
+/// vCPUs placed on each CPU by domains not yet torn down (placement's load).
+static LOAD: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+/// Domains started (being built or running) and not yet torn down.
+static PENDING: AtomicU32 = AtomicU32::new(0);
+/// Some domain failed (refused, killed, or its teardown lost pages).
+static FAILED: AtomicBool = AtomicBool::new(false);
+/// Guards which PCI devices are assigned, and to which domain (from its
+/// placement to its teardown).
+static PCI_ASSIGNED: spin::Mutex<Vec<(Bdf, u32)>> = spin::Mutex::new(Vec::new());
+/// Guards which ASIDs running domains hold (bit `n` = ASID `n`; 0 is the host's).
+static ASIDS: spin::Mutex<u64> = spin::Mutex::new(1);
 
 /// A boot module's bytes.
 fn module_bytes(m: &Module) -> &'static [u8] {
@@ -84,14 +89,16 @@ fn module_name(m: &Module) -> &str {
     first.rsplit('/').next().unwrap_or(first)
 }
 
-/// Builds and runs every domain; returns the worst status. With
-/// `ignore_abi_note`, guest images are run whatever ABI major they declare;
-/// `mirror_pci` are the PCI devices the mirror domain gets.
+/// Builds and runs every domain, all at once; returns when the last has
+/// ended, with the worst status. With `ignore_abi_note`, guest images are
+/// run whatever ABI major they declare; `mirror` says whether the mirror
+/// domain runs (by default only without configs), `mirror_pci` are the PCI
+/// devices it gets.
 pub fn run_all(
     modules: &[Module],
-    topology: &Topology,
-    heap: &mut Heap,
+    topology: &'static Topology,
     ignore_abi_note: bool,
+    mirror: Option<bool>,
     mirror_pci: &[Bdf],
 ) -> ExitCode {
     let images: Vec<&Module> = modules.iter().filter(|m| is_elf(module_bytes(m))).collect();
@@ -108,7 +115,7 @@ pub fn run_all(
         return ExitCode::Success;
     };
     let mut domains: Vec<Result<DomainConfig, String>> = Vec::new();
-    if configs.is_empty() {
+    if mirror.unwrap_or(configs.is_empty()) {
         let mut mirror = DomainConfig::mirror_machine(topology, MIRROR_NODE_MIB);
         // The image module's arguments are the mirror domain's command line.
         mirror.cmdline = default_image
@@ -137,10 +144,16 @@ pub fn run_all(
         domains
             .push(DomainConfig::parse(module_name(m), module_bytes(m)).map_err(|e| format!("{e}")));
     }
-    let mut status = ExitCode::Success;
+
+    // The permission maps outlive every domain: take them before the probe.
+    if let Err(e) = intercept_maps(heap()) {
+        println!("numavisor: FATAL: permission maps: {e}");
+        return ExitCode::Failure;
+    }
+    let first_probe = heap().probe();
     for (i, config) in domains.into_iter().enumerate() {
         let id = i as u32 + 1;
-        let outcome = config.and_then(|c| {
+        let started = config.and_then(|c| {
             let image = match &c.kernel {
                 None => default_image,
                 Some(k) => images
@@ -148,130 +161,53 @@ pub fn run_all(
                     .find(|m| module_name(m) == k.as_str() || m.string.contains(k.as_str()))
                     .ok_or_else(|| format!("no boot module named '{k}' for the kernel"))?,
             };
-            run_domain(id, &c, module_bytes(image), topology, heap, ignore_abi_note)
+            start_domain(id, c, module_bytes(image), topology, ignore_abi_note)
         });
-        match outcome {
-            Ok(end) if end.is_success() => {}
-            Ok(_) => status = ExitCode::Failure,
-            Err(e) => {
-                println!("numavisor: domain {id}: refused: {e}");
-                status = ExitCode::Failure;
-            }
+        if let Err(e) = started {
+            println!("numavisor: domain {id}: refused: {e}");
+            FAILED.store(true, Ordering::Release);
         }
     }
-    status
-}
+    // The boot CPU runs what is placed on it until every domain is gone.
+    sched::run_until(CpuId(0), &|| PENDING.load(Ordering::Acquire) == 0);
 
-/// The hypercall environment of a running domain.
-struct Env<'a> {
-    id: u32,
-    /// Its memory, nested page tables and heap blocks (the heap is reached
-    /// through the page-table memory, which holds it).
-    p2m: P2m<HeapTables<'a>, IdentityMachine>,
-    vnuma: VnumaView,
-    topology: &'a Topology,
-    console: ConsoleBuffer,
-    /// Its view of PCI configuration space.
-    pci: PciEmulator,
-}
-
-impl HypercallEnv for Env<'_> {
-    fn memory(&mut self) -> &mut dyn GuestAccess {
-        &mut self.p2m
-    }
-
-    fn vnuma(&self) -> &VnumaView {
-        &self.vnuma
-    }
-
-    fn machine(&self) -> MachineView {
-        let t = self.topology;
-        let heap = self.p2m.heap();
-        let node_mem: Vec<(u64, u64)> = t
-            .nodes
-            .iter()
-            .map(|n| (t.memory_bytes(n.id) >> PAGE_SHIFT, heap.free_pages(n.id)))
-            .collect();
-        MachineView {
-            nr_cpus: t.cpus.len() as u32,
-            total_pages: node_mem.iter().map(|n| n.0).sum(),
-            free_pages: node_mem.iter().map(|n| n.1).sum(),
-            node_mem,
-            distances: t.distances().iter().map(|&d| u32::from(d)).collect(),
-            cpu_to_node: t.cpus.iter().map(|c| u32::from(c.node.0)).collect(),
-        }
-    }
-
-    fn node_pages(&self) -> Vec<u64> {
-        self.p2m.node_pages.clone()
-    }
-
-    fn console(&mut self, bytes: &[u8]) {
-        let id = self.id;
-        self.console
-            .push(bytes, &mut |line| println!("(d{id}) {line}"));
-    }
-
-    fn dma_exchange(&mut self, request: ExchangeRequest) -> Result<Exchanged, pv_abi::Error> {
-        let id = self.id;
-        // Whatever the guest printed so far comes first.
-        self.console.flush(&mut |line| println!("(d{id}) {line}"));
-        match self.p2m.exchange(&request) {
-            Ok(report) => {
-                println!("numavisor: domain {id}: {report}");
-                Ok(Exchanged {
-                    maddr: pv_abi::Maddr(report.new.maddr().0),
-                    pnode: u32::from(report.node.0),
-                    off_node: report.off_node(),
-                })
-            }
-            Err(e) => {
-                println!(
-                    "numavisor: domain {id}: dma exchange of {} pages at gpa {:#x} below 2^{} refused: {e}",
-                    request.pages, request.gpa.0, request.address_bits
-                );
-                Err(e.abi_error())
-            }
-        }
-    }
-
-    fn port_io(&mut self, port: u16, size: u8, write: Option<u32>) -> Option<u32> {
-        self.pci.port_io(&mut PortConfigSpace, port, size, write)
+    print_views(topology);
+    let restored = heap().probe() == first_probe;
+    println!(
+        "numavisor: heap probe {} the one before the first domain",
+        if restored { "matches" } else { "DIFFERS from" }
+    );
+    if !restored || FAILED.load(Ordering::Acquire) {
+        ExitCode::Failure
+    } else {
+        ExitCode::Success
     }
 }
 
-fn host_cpuid(leaf: u32, subleaf: u32) -> CpuidRegs {
-    let r = cpu::cpuid(leaf, subleaf);
-    CpuidRegs {
-        eax: r.eax,
-        ebx: r.ebx,
-        ecx: r.ecx,
-        edx: r.edx,
-    }
-}
-
-/// Builds, runs and tears down one domain.
-fn run_domain(
-    id: u32,
-    config: &DomainConfig,
-    image_bytes: &[u8],
-    topology: &Topology,
-    heap: &mut Heap,
-    ignore_abi_note: bool,
-) -> Result<DomainEnd, String> {
-    let mut config = config.clone();
-    config.check_against(topology)?;
-    config.place_default_vnode(topology, |n| heap.free_pages(n) << PAGE_SHIFT)?;
-    if let Some(k) = config
-        .vnodes
+/// What the placement sees: unclaimed free memory per node, vCPUs already
+/// placed per CPU, the CPUs that run.
+fn machine_state(topology: &Topology) -> (Vec<u64>, Vec<u32>, Vec<bool>) {
+    let free = topology
+        .nodes
         .iter()
-        .position(|v| v.size_mib == 0 && v.vcpus.is_empty())
-    {
-        return Err(format!(
-            "vnode {k} has neither memory nor vcpus: no SRAT entry could describe it"
-        ));
-    }
-    let placement = place_vcpus(&config, topology, &sched::online_cpus(topology.cpus.len()))?;
+        .map(|n| heap().unclaimed_free_pages(n.id) << PAGE_SHIFT)
+        .collect();
+    let load = (0..topology.cpus.len())
+        .map(|c| LOAD.get(c).map_or(0, |l| l.load(Ordering::Acquire)))
+        .collect();
+    (free, load, sched::online_cpus(topology.cpus.len()))
+}
+
+/// Places domain `id`, claims its memory and sends its build to a CPU of
+/// its own. `Err` refuses it (nothing stays claimed).
+fn start_domain(
+    id: u32,
+    config: DomainConfig,
+    image_bytes: &'static [u8],
+    topology: &'static Topology,
+    ignore_abi_note: bool,
+) -> Result<(), String> {
+    config.check_against(topology)?;
     let image = GuestImage::parse(image_bytes).map_err(|e| format!("guest image: {e}"))?;
     let image_abi = abi::image_abi(&image, image_bytes).map_err(|e| format!("guest image: {e}"))?;
     match abi::negotiate(image_abi, AbiVersion::CURRENT) {
@@ -286,80 +222,276 @@ fn run_domain(
         }
         Err(e) => return Err(e),
     }
+    let (free, load, online) = machine_state(topology);
+    let placed = placement::place_domain(
+        &config,
+        topology,
+        &MachineState {
+            unclaimed_free: &free,
+            vcpus_on_cpu: &load,
+            online: &online,
+        },
+    )?;
+    let Placed {
+        config,
+        cpus,
+        decision,
+    } = placed;
+    if let Some(d) = &decision {
+        println!("numavisor: domain {id} ({}): {d}", config.name);
+    }
+    if let Some(k) = config
+        .vnodes
+        .iter()
+        .position(|v| v.size_mib == 0 && v.vcpus.is_empty())
+    {
+        return Err(format!(
+            "vnode {k} has neither memory nor vcpus: no SRAT entry could describe it"
+        ));
+    }
+    assign_pci(id, &config.pci)?;
+    let claim = match heap().claim(id, &build::pages_per_node(&config)) {
+        Ok(c) => c,
+        Err(e) => {
+            release_pci(id);
+            return Err(format!("cannot claim its memory: {e}"));
+        }
+    };
     println!(
-        "numavisor: domain {id} ({}): {} MiB, {} vcpus, {} vnodes, layout {}",
+        "numavisor: domain {id} ({}): {} MiB, {} vcpus, {} vnodes, layout {}, weight {}",
         config.name,
         config.memory_mib,
         config.vcpus,
         config.vnodes.len(),
-        config.layout
+        config.layout,
+        config.weight
     );
-
-    for (v, cpu) in placement.iter().enumerate() {
+    for (v, cpu) in cpus.iter().enumerate() {
         let vnode = config.vnode_of_vcpu(v as u32);
         let node = topology.cpu_node(*cpu);
         println!(
             "numavisor: domain {id}: vcpu {v} (vnode {}) runs on cpu {cpu} (node {}){}",
             vnode.map_or(String::from("?"), |k| format!("{k}")),
             node.map_or(String::from("?"), |n| format!("{n}")),
-            if config.cpus.is_some() {
+            if config.pcpu_of_vcpu(v as u32).is_some() {
                 ", pinned"
             } else {
                 ""
             }
         );
-    }
-    // The permission maps outlive the domain: take them before the probe.
-    intercept_maps(heap).map_err(|e| format!("permission maps: {e}"))?;
-    let before = heap.probe();
-    let mut alloc = build::allocate(heap, &config)?;
-    // The run may exchange pages (DMA_EXCHANGE): `alloc` comes back with
-    // the blocks the domain owns at its end.
-    let result = build_and_run(
-        id,
-        &config,
-        image_bytes,
-        &image,
-        topology,
-        heap,
-        &mut alloc,
-        &placement,
-    );
-    let pages = alloc.total_pages();
-    if let Err(e) = alloc.free(heap) {
-        println!("numavisor: domain {id}: teardown: freeing its memory failed: {e}");
-    }
-    let restored = heap.probe() == before;
-    println!(
-        "numavisor: domain {id}: teardown: {pages} pages returned, heap probe {}",
-        if restored {
-            "matches the one before the domain"
-        } else {
-            "DIFFERS from the one before the domain"
+        if let Some(l) = LOAD.get(cpu.index()) {
+            l.fetch_add(1, Ordering::AcqRel);
         }
-    );
-    let end = result?;
-    if !restored {
-        return Ok(DomainEnd::Killed {
-            reason: String::from("teardown lost pages"),
-            rip: 0,
-            gpa: None,
-        });
     }
-    Ok(end)
+    PENDING.fetch_add(1, Ordering::AcqRel);
+    let builder = cpus.first().copied().unwrap_or(CpuId(0));
+    let job = BuildJob {
+        id,
+        config,
+        cpus,
+        claim,
+        image_bytes,
+        image,
+        topology,
+    };
+    let work: sched::Work = Box::new(move || job.run());
+    if let Err(work) = sched::run_on(builder, work) {
+        // Every configuration has the boot CPU.
+        if sched::run_on(CpuId(0), work).is_err() {
+            println!("numavisor: domain {id}: no CPU takes its build");
+        }
+    }
+    Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build_and_run(
+/// A placed, claimed domain waiting to be built on its CPU.
+struct BuildJob {
+    id: u32,
+    config: DomainConfig,
+    cpus: Vec<CpuId>,
+    claim: Claim,
+    image_bytes: &'static [u8],
+    image: GuestImage,
+    topology: &'static Topology,
+}
+
+impl BuildJob {
+    fn run(self) {
+        let id = self.id;
+        let cpus = self.cpus.clone();
+        if let Err(e) = self.build_and_start() {
+            println!("numavisor: domain {id}: refused: {e}");
+            FAILED.store(true, Ordering::Release);
+            unplace(&cpus);
+            release_pci(id);
+            let left = heap().owned(id);
+            if left.pages != 0 {
+                println!(
+                    "numavisor: domain {id}: refused build left {} pages owned",
+                    left.pages
+                );
+            }
+            end_pending();
+        }
+    }
+
+    /// Builds the domain against its claim and starts vCPU 0. On `Err`
+    /// nothing it took stays taken.
+    fn build_and_start(self) -> Result<(), String> {
+        let BuildJob {
+            id,
+            config,
+            cpus,
+            mut claim,
+            image_bytes,
+            image,
+            topology,
+        } = self;
+        let heap = heap();
+        let alloc = build::allocate(heap, &mut claim, &config);
+        // Whatever the build did not use goes back to everyone.
+        heap.release(claim);
+        let mut alloc = alloc?;
+        let built = build_domain(
+            id,
+            &config,
+            image_bytes,
+            &image,
+            topology,
+            &mut alloc,
+            &cpus,
+        );
+        let (env, template, states) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = core::mem::take(&mut alloc).free(heap);
+                return Err(e);
+            }
+        };
+        let run = Arc::new_cyclic(|me| DomainRun {
+            me: me.clone(),
+            id,
+            name: config.name.clone(),
+            memory_mib: config.memory_mib,
+            weight: config.weight,
+            topology,
+            env: spin::Mutex::new(Some(env)),
+            vcpus: cpus
+                .iter()
+                .zip(states)
+                .map(|(&cpu, state)| VcpuSlot {
+                    cpu,
+                    state: spin::Mutex::new(Some(state)),
+                    up: AtomicBool::new(false),
+                    running: AtomicBool::new(false),
+                    ran: AtomicU64::new(0),
+                    ran_shared: AtomicU64::new(0),
+                })
+                .collect(),
+            live: AtomicU32::new(0),
+            dying: AtomicBool::new(false),
+            end: spin::Mutex::new(None),
+            exits: AtomicU64::new(0),
+            in_guest: AtomicU32::new(0),
+            paused: AtomicBool::new(false),
+            tlb_generation: AtomicU64::new(0),
+            template,
+        });
+        DOMAINS.lock().push(run.clone());
+        let boot = run.env.lock().as_ref().map(|e| e.boot);
+        let started = match boot {
+            Some(b) => run.start_vcpu(0, b.entry, b.gdt, b.gdt_limit),
+            None => Err(pv_abi::Error::InvalidArgument),
+        };
+        if let Err(e) = started {
+            println!("numavisor: domain {id}: vcpu 0 cannot start: {e}");
+            *run.end.lock() = Some(DomainEnd::Killed {
+                reason: format!("vcpu 0 did not start: {e}"),
+                rip: boot.map_or(0, |b| b.entry.rip),
+                gpa: None,
+            });
+            teardown(&run);
+            return Ok(());
+        }
+        print_views(topology);
+        Ok(())
+    }
+}
+
+/// Where vCPU 0 starts.
+#[derive(Clone, Copy)]
+pub struct BootEntry {
+    pub entry: EntryState,
+    pub gdt: u64,
+    pub gdt_limit: u32,
+}
+
+/// Gives the CPUs a domain's vCPUs were placed on back to placement.
+fn unplace(cpus: &[CpuId]) {
+    for c in cpus {
+        if let Some(l) = LOAD.get(c.index()) {
+            l.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// One domain fewer to wait for; the boot CPU checks when woken.
+fn end_pending() {
+    PENDING.fetch_sub(1, Ordering::AcqRel);
+    sched::kick(CpuId(0));
+}
+
+/// Reserves `devices` for domain `id`: a device goes to one domain at a time.
+fn assign_pci(id: u32, devices: &[Bdf]) -> Result<(), String> {
+    let mut assigned = PCI_ASSIGNED.lock();
+    for bdf in devices {
+        if let Some((_, other)) = assigned.iter().find(|(b, _)| b == bdf) {
+            return Err(format!(
+                "PCI device {bdf} is assigned to domain {other} already"
+            ));
+        }
+    }
+    assigned.extend(devices.iter().map(|&b| (b, id)));
+    Ok(())
+}
+
+fn release_pci(id: u32) {
+    PCI_ASSIGNED.lock().retain(|&(_, d)| d != id);
+}
+
+/// An ASID for a new domain; `(asid, shared)`, shared when the pool is
+/// empty and the domain must flush its TLB at every entry.
+fn take_asid(id: u32) -> (u32, bool) {
+    let n = nr_asids().clamp(2, 64);
+    let mut used = ASIDS.lock();
+    match (1..n).find(|a| *used & (1u64 << a) == 0) {
+        Some(a) => {
+            *used |= 1u64 << a;
+            (a, false)
+        }
+        None => (1 + id % (n - 1), true),
+    }
+}
+
+fn give_asid(asid: u32, shared: bool) {
+    if !shared && asid < 64 {
+        *ASIDS.lock() &= !(1u64 << asid);
+    }
+}
+
+/// Builds domain `id` in `alloc` (its memory): layout, P->node check, guest
+/// image, page tables, devices, vCPU state. On `Err` everything but `alloc`
+/// is given back.
+fn build_domain(
     id: u32,
     config: &DomainConfig,
     image_bytes: &[u8],
     image: &GuestImage,
-    topology: &Topology,
-    heap: &mut Heap,
+    topology: &'static Topology,
     alloc: &mut Allocation,
     placement: &[CpuId],
-) -> Result<DomainEnd, String> {
+) -> Result<(Env, VcpuTemplate, Vec<VcpuBlock>), String> {
+    let heap = heap();
     let layout = DomainLayout::compute(config.layout, &config.vnodes, &alloc.extents)?;
     let pnodes: Vec<NodeId> = config.vnodes.iter().map(|v| v.pnode).collect();
     layout.verify_every_page(|m| heap.frame_table().node_of(m), &pnodes)?;
@@ -367,9 +499,11 @@ fn build_and_run(
         "numavisor: domain {id}: P->node == M->node verified for all {} pages",
         layout.total_pages()
     );
+    let mut text = String::new();
     for line in format!("{layout}").lines() {
-        println!("numavisor: domain {id}: {line}");
+        let _ = writeln!(text, "numavisor: domain {id}: {line}");
     }
+    print!("{text}");
 
     // Assigned PCI devices: found, sized, their BARs clear of the domain.
     let mut devices = Vec::new();
@@ -397,6 +531,7 @@ fn build_and_run(
     let tables = HeapTables {
         heap,
         node: npt_node,
+        owner: id,
         taken: Vec::new(),
     };
     let mut npt = PageTables::new(tables, pt::WRITABLE | pt::USER)
@@ -418,34 +553,27 @@ fn build_and_run(
             }
         }
     }
-    let maps = mapped.and_then(|()| {
-        intercept_maps(npt.memory_mut().heap).map_err(|e| format!("permission maps: {e}"))
-    });
+    let maps =
+        mapped.and_then(|()| intercept_maps(heap).map_err(|e| format!("permission maps: {e}")));
     // Each vCPU's state (VMCB, registers) on the node of the CPU it runs on.
-    let state = maps.and_then(|m| Ok((m, alloc_vcpu_state(npt.memory_mut().heap, placement)?)));
-    let (maps, vcpu_state) = match state {
+    let state = maps.and_then(|m| Ok((m, alloc_vcpu_state(id, placement)?)));
+    let (maps, vcpu_blocks) = match state {
         Ok(s) => s,
         Err(e) => {
             let (tables, _) = npt.into_memory();
             for mfn in tables.taken {
-                let _ = tables.heap.free(mfn, 0);
+                let _ = heap.free(mfn, 0);
             }
             return Err(e);
         }
     };
-    let state_nodes: Vec<String> = vcpu_state
+    let state_nodes: Vec<String> = vcpu_blocks
         .iter()
-        .map(|&m| {
-            npt.memory()
-                .heap
-                .frame_table()
-                .node_of(m)
-                .map_or(String::from("?"), |n| format!("{n}"))
-        })
+        .map(|&m| domain_run::node_of(m).map_or(String::from("?"), |n| format!("{n}")))
         .collect();
     println!(
         "numavisor: domain {id}: vcpu state: {} KiB each, on node(s) {} (its CPU's node, or the nearest with memory)",
-        (PAGE_SIZE << VCPU_STATE_ORDER) >> 10,
+        (PAGE_SIZE << VcpuBlock::ORDER) >> 10,
         state_nodes.join(",")
     );
     println!(
@@ -456,19 +584,22 @@ fn build_and_run(
     );
     let mut cs = PortConfigSpace;
     for dev in &devices {
-        println!("numavisor: domain {id}: pci {dev} assigned");
+        let mut text = format!("numavisor: domain {id}: pci {dev} assigned\n");
         for bar in &dev.bars {
-            match bar.kind {
-                pci::BarKind::Io => println!(
+            let _ = match bar.kind {
+                pci::BarKind::Io => writeln!(
+                    text,
                     "numavisor: domain {id}: pci {}: {bar}: I/O ports not opened to the guest",
                     dev.bdf
                 ),
-                _ => println!(
+                _ => writeln!(
+                    text,
                     "numavisor: domain {id}: pci {}: {bar} mapped at the same guest-physical address, uncached",
                     dev.bdf
                 ),
-            }
+            };
         }
+        print!("{text}");
     }
     let emulator = PciEmulator::new(&mut cs, devices);
 
@@ -480,6 +611,24 @@ fn build_and_run(
         }
     }
     let vnuma = build::vnuma_view(config, &layout);
+    let (asid, asid_shared) = take_asid(id);
+    if asid_shared {
+        println!(
+            "numavisor: domain {id}: every ASID is taken: sharing ASID {asid}, TLB flushed at every entry"
+        );
+    }
+    let template = VcpuTemplate {
+        npt_root,
+        maps,
+        asid,
+        asid_shared,
+    };
+    let states = vcpu_blocks
+        .into_iter()
+        // SAFETY: each block was just allocated for its vCPU, 2^ORDER
+        // identity-mapped pages that nothing else reaches (never frame 0).
+        .map(|block| unsafe { VcpuBlock::new(block) })
+        .collect();
     let env = Env {
         id,
         p2m: P2m {
@@ -495,89 +644,37 @@ fn build_and_run(
         topology,
         console: ConsoleBuffer::default(),
         pci: emulator,
+        boot: BootEntry {
+            entry: EntryState {
+                rip: boot.entry,
+                cr3: boot.cr3.0,
+                rsp: 0,
+                rsi: boot.start_info.0,
+                rdi: 0,
+            },
+            gdt: boot.gdt.0,
+            gdt_limit: u32::from(boot.gdt_limit),
+        },
     };
-    let run = DomainRun {
-        id,
-        topology,
-        env: spin::Mutex::new(env),
-        placement: placement.to_vec(),
-        up: (0..config.vcpus).map(|_| AtomicBool::new(false)).collect(),
-        live: AtomicU32::new(0),
-        dying: AtomicBool::new(false),
-        end: spin::Mutex::new(None),
-        exits: AtomicU64::new(0),
-        in_guest: AtomicU32::new(0),
-        paused: AtomicBool::new(false),
-        tlb_generation: AtomicU64::new(0),
-        template: VcpuTemplate { npt_root, maps },
-        vcpu_state,
-    };
-    let entry = EntryState {
-        rip: boot.entry,
-        cr3: boot.cr3.0,
-        rsp: 0,
-        rsi: boot.start_info.0,
-        rdi: 0,
-    };
-    let started = run.start_vcpu(0, entry, boot.gdt.0, u32::from(boot.gdt_limit));
-    if let Err(e) = started {
-        println!("numavisor: domain {id}: vcpu 0 cannot start: {e}");
-        *run.end.lock() = Some(DomainEnd::Killed {
-            reason: format!("vcpu 0 did not start: {e}"),
-            rip: boot.entry,
-            gpa: None,
-        });
-    } else {
-        // The boot CPU runs what is placed on it, and waits, until every
-        // vCPU of the domain is gone.
-        sched::run_until_idle(CpuId(0), &run.live);
-    }
-    let DomainRun {
-        env,
-        end,
-        exits,
-        vcpu_state,
-        ..
-    } = run;
-    let mut env = env.into_inner();
-    env.console.flush(&mut |line| println!("(d{id}) {line}"));
-    // Bus mastering off before the domain's memory goes back to the heap.
-    env.pci.release(&mut cs);
-    let end = end.into_inner().unwrap_or(DomainEnd::Killed {
-        reason: String::from("every vcpu stopped without an end"),
-        rip: 0,
-        gpa: None,
-    });
-    report_end(id, &config.name, &end, exits.into_inner());
-
-    let Env { p2m, .. } = env;
-    *alloc = p2m.alloc;
-    let (tables, _) = p2m.npt.into_memory();
-    for mfn in tables.taken {
-        let _ = tables.heap.free(mfn, 0);
-    }
-    // Every vCPU is gone (`run_until_idle`): nothing uses their state now.
-    free_vcpu_state(tables.heap, &vcpu_state);
-    Ok(end)
+    Ok((env, template, states))
 }
-
-/// Pages (as an order) of one vCPU's state: a `Vcpu`, VMCB first.
-const VCPU_STATE_ORDER: u8 = 1;
-const _: () = assert!(
-    core::mem::size_of::<Vcpu>() <= (PAGE_SIZE as usize) << VCPU_STATE_ORDER
-        && core::mem::align_of::<Vcpu>() <= PAGE_SIZE as usize
-);
 
 /// A block for each vCPU's state from the heap, on the node of the CPU it
 /// runs on (the nearest node with memory for a memoryless one), as Xen
-/// allocates a vCPU's structures near its processor.
-fn alloc_vcpu_state(heap: &mut Heap, placement: &[CpuId]) -> Result<Vec<Mfn>, String> {
+/// allocates a vCPU's structures near its processor; owned by the domain.
+fn alloc_vcpu_state(id: u32, placement: &[CpuId]) -> Result<Vec<Mfn>, String> {
+    let heap = heap();
     let mut blocks = Vec::with_capacity(placement.len());
     for (v, &cpu) in placement.iter().enumerate() {
-        match heap.alloc(VCPU_STATE_ORDER, AllocRequest::cpu(cpu)) {
+        let got = heap
+            .alloc(VcpuBlock::ORDER, AllocRequest::cpu(cpu))
+            .and_then(|mfn| heap.set_owner(mfn, id).map(|()| mfn));
+        match got {
             Ok(mfn) => blocks.push(mfn),
             Err(e) => {
-                free_vcpu_state(heap, &blocks);
+                for &mfn in &blocks {
+                    let _ = heap.free(mfn, VcpuBlock::ORDER);
+                }
                 return Err(format!("no memory for vcpu {v}'s state: {e}"));
             }
         }
@@ -585,303 +682,185 @@ fn alloc_vcpu_state(heap: &mut Heap, placement: &[CpuId]) -> Result<Vec<Mfn>, St
     Ok(blocks)
 }
 
-fn free_vcpu_state(heap: &mut Heap, blocks: &[Mfn]) {
-    for &mfn in blocks {
-        let _ = heap.free(mfn, VCPU_STATE_ORDER);
-    }
-}
+/// Tears down a domain whose vCPUs are all gone (or never started): its
+/// console and devices, then every page it owned, checked through the
+/// frame table's owner field; then it leaves the table.
+pub fn teardown(run: &DomainRun) {
+    let id = run.id;
+    let Some(mut env) = run.env.lock().take() else {
+        return;
+    };
+    env.console.flush(&mut |line| println!("(d{id}) {line}"));
+    // Bus mastering off before the domain's memory goes back to the heap.
+    env.pci.release(&mut PortConfigSpace);
+    let end = run.end.lock().take().unwrap_or(DomainEnd::Killed {
+        reason: String::from("every vcpu stopped without an end"),
+        rip: 0,
+        gpa: None,
+    });
+    report_end(run, &end);
 
-/// What every vCPU of a domain shares.
-#[derive(Clone, Copy)]
-struct VcpuTemplate {
-    npt_root: u64,
-    maps: InterceptMaps,
-}
-
-/// A running domain: its hypercall state behind one lock, and the state of
-/// its vCPUs, which run on the CPUs of `placement` (`sched`).
-struct DomainRun<'a> {
-    id: u32,
-    topology: &'a Topology,
-    env: spin::Mutex<Env<'a>>,
-    /// The CPU each vCPU runs on.
-    placement: Vec<CpuId>,
-    /// Each vCPU: up (queued or running).
-    up: Vec<AtomicBool>,
-    /// vCPUs up; the boot CPU waits for 0 before it tears the domain down.
-    live: AtomicU32,
-    /// The domain is ending: every vCPU stops at its next exit.
-    dying: AtomicBool,
-    /// How it ended (the first vCPU to end it decides).
-    end: spin::Mutex<Option<DomainEnd>>,
-    exits: AtomicU64,
-    /// vCPUs inside VMRUN (or about to enter).
-    in_guest: AtomicU32,
-    /// A vCPU changes the guest-physical map: the others stay out.
-    paused: AtomicBool,
-    /// Bumped when a guest-physical mapping changes; a vCPU flushes its
-    /// TLB before it runs with a newer one.
-    tlb_generation: AtomicU64,
-    template: VcpuTemplate,
-    /// Each vCPU's state block (identity-mapped, `VCPU_STATE_ORDER`): used
-    /// by the vCPU's task while it is up, rebuilt at each UP.
-    vcpu_state: Vec<Mfn>,
-}
-
-impl DomainRun<'_> {
-    /// Builds vCPU `v` in `entry` and queues it on its CPU.
-    fn start_vcpu(
-        &self,
-        v: u32,
-        entry: EntryState,
-        gdt: u64,
-        gdt_limit: u32,
-    ) -> Result<(), pv_abi::Error> {
-        let (Some(&cpu), Some(up), Some(state)) = (
-            self.placement.get(v as usize),
-            self.up.get(v as usize),
-            self.vcpu_state.get(v as usize),
-        ) else {
-            return Err(pv_abi::Error::NoSuchThing);
-        };
-        // Up from here: the state block is this call's until the vCPU's task
-        // is gone (`vcpu_gone` clears `up` as its last use of the block).
-        if up
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return Err(pv_abi::Error::InvalidArgument);
-        }
-        let t = self.template;
-        let ptr = state.maddr().0 as *mut Vcpu;
-        // SAFETY: the block is heap memory of this domain, identity-mapped,
-        // large and aligned enough for a `Vcpu` (checked above), and no task
-        // uses it (`up` was clear and is now ours).
-        let vcpu = unsafe {
-            ptr.write(Vcpu::new(v, self.id, entry, t.npt_root, t.maps));
-            &mut *ptr
-        };
-        vcpu.vmcb.save.gdtr.base = gdt;
-        vcpu.vmcb.save.gdtr.limit = gdt_limit;
-        vcpu.vmcb.save.efer |= EFER_NXE;
-        vcpu.tlb_generation = self.tlb_generation.load(Ordering::Acquire);
-        self.live.fetch_add(1, Ordering::AcqRel);
-        // SAFETY: the boot CPU keeps `self` and the state block alive until
-        // `live` is 0, and `vcpu_gone` decrements it as the task's last use
-        // of either; the block is the task's alone while `up` is set.
-        let task = unsafe { sched::Task::new(ptr, self) };
-        if sched::enqueue(cpu, task).is_err() {
-            self.live.fetch_sub(1, Ordering::AcqRel);
-            up.store(false, Ordering::Release);
-            println!(
-                "numavisor: domain {}: vcpu {v}: CPU {cpu} does not run vCPUs",
-                self.id
-            );
-            return Err(pv_abi::Error::Unsupported);
-        }
-        match self.topology.cpu_node(cpu) {
-            Some(n) => println!(
-                "numavisor: domain {}: vcpu {v} up on cpu {cpu} (node {n})",
-                self.id
-            ),
-            None => println!("numavisor: domain {}: vcpu {v} up on cpu {cpu}", self.id),
-        }
-        Ok(())
-    }
-
-    /// Keeps every other vCPU out of the guest until [`resume_others`]:
-    /// the caller (holding the domain lock, outside the guest itself) is
-    /// about to change the guest-physical map.
-    fn pause_others(&self) {
-        self.paused.store(true, Ordering::SeqCst);
-        self.kick_all();
-        while self.in_guest.load(Ordering::SeqCst) != 0 {
-            core::hint::spin_loop();
+    let heap = heap();
+    let Env { p2m, .. } = env;
+    let pages = p2m.alloc.total_pages();
+    let mut freed = p2m.alloc.free(heap).map_err(|e| format!("{e}"));
+    let (tables, _) = p2m.npt.into_memory();
+    for mfn in tables.taken {
+        if let Err(e) = heap.free(mfn, 0) {
+            freed = Err(format!("page-table page {mfn}: {e}"));
         }
     }
-
-    fn resume_others(&self, map_changed: bool) {
-        if map_changed {
-            self.tlb_generation.fetch_add(1, Ordering::AcqRel);
-        }
-        self.paused.store(false, Ordering::SeqCst);
-    }
-
-    /// Wakes every CPU that runs a vCPU of this domain (out of the guest).
-    fn kick_all(&self) {
-        let mut kicked: Vec<CpuId> = Vec::new();
-        for (v, &c) in self.placement.iter().enumerate() {
-            let is_up = self.up.get(v).is_some_and(|u| u.load(Ordering::Acquire));
-            if is_up && !kicked.contains(&c) {
-                kicked.push(c);
-                sched::kick(c);
+    for slot in &run.vcpus {
+        if let Some(state) = slot.state.lock().take() {
+            if let Err(e) = heap.free(state.mfn(), VcpuBlock::ORDER) {
+                freed = Err(format!("vcpu state: {e}"));
             }
         }
     }
+    give_asid(run.template.asid, run.template.asid_shared);
+    let left = heap.owned(id);
+    let clean = left.pages == 0 && freed.is_ok();
+    if left.pages == 0 {
+        println!("numavisor: domain {id}: teardown: {pages} pages returned, none left owned");
+    } else {
+        println!(
+            "numavisor: domain {id}: teardown: {pages} pages returned, {} pages in {} blocks LEFT OWNED",
+            left.pages, left.blocks
+        );
+    }
+    if let Err(e) = &freed {
+        println!("numavisor: domain {id}: teardown: freeing its memory failed: {e}");
+    }
+    if !clean || !end.is_success() {
+        FAILED.store(true, Ordering::Release);
+    }
+    ENDED.lock().push(DomainRow {
+        name: run.name.clone(),
+        id,
+        mem_mib: 0,
+        vcpus: 0,
+        state: DomainState {
+            shutdown: Some(match end {
+                DomainEnd::Shutdown(s) if s.is_success() => ShutdownReason::Poweroff,
+                _ => ShutdownReason::Crash,
+            }),
+            dying: true,
+            ..DomainState::default()
+        },
+        cpu_time_ns: cpu_time_ns(run),
+    });
+    DOMAINS.lock().retain(|d| d.id != id);
+    release_pci(id);
+    unplace(&run.vcpus.iter().map(|s| s.cpu).collect::<Vec<_>>());
+    // The last domain's end is shown by the run's closing views.
+    if PENDING.load(Ordering::Acquire) > 1 {
+        print_views(run.topology);
+    }
+    end_pending();
 }
 
-impl sched::VcpuHost for DomainRun<'_> {
-    fn may_enter(&self, vcpu: &mut Vcpu) -> bool {
-        loop {
-            if self.dying.load(Ordering::Acquire) {
-                return false;
-            }
-            self.in_guest.fetch_add(1, Ordering::SeqCst);
-            if !self.paused.load(Ordering::SeqCst) {
-                break;
-            }
-            self.in_guest.fetch_sub(1, Ordering::SeqCst);
-            while self.paused.load(Ordering::SeqCst) && !self.dying.load(Ordering::Acquire) {
-                core::hint::spin_loop();
-            }
-        }
-        let generation = self.tlb_generation.load(Ordering::Acquire);
-        if vcpu.tlb_generation != generation {
-            vcpu.vmcb.control.tlb_control = TLB_FLUSH_ALL;
-            vcpu.tlb_generation = generation;
-        }
-        true
-    }
-
-    fn left_guest(&self) {
-        self.in_guest.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    fn handle_exit(&self, vcpu: &mut Vcpu) -> Action {
-        vcpu.vmcb.control.tlb_control = 0;
-        if ExitReason::from_code(vcpu.vmcb.control.exit_code) == ExitReason::Intr {
-            vcpu.exits += 1;
-            return Action::Interrupted;
-        }
-        let mut env = self.env.lock();
-        let mut call = CallEnv {
-            env: &mut env,
-            run: self,
-            caller: vcpu.id,
-        };
-        handle_exit(vcpu, &mut call, &host_cpuid)
-    }
-
-    fn vcpu_gone(&self, vcpu: &Vcpu, action: Option<Action>) {
-        let id = self.id;
-        let v = vcpu.id;
-        match action {
-            Some(Action::End(end)) => {
-                let first = {
-                    let mut slot = self.end.lock();
-                    let first = slot.is_none();
-                    if first {
-                        *slot = Some(end);
-                    }
-                    first
-                };
-                if first && self.up.len() > 1 {
-                    println!("numavisor: domain {id}: vcpu {v} ended the domain");
-                }
-                self.dying.store(true, Ordering::Release);
-                self.kick_all();
-            }
-            Some(_) => println!("numavisor: domain {id}: vcpu {v} down"),
-            None => {}
-        }
-        self.exits.fetch_add(vcpu.exits, Ordering::Relaxed);
-        if let Some(up) = self.up.get(v as usize) {
-            up.store(false, Ordering::Release);
-        }
-        // The last use of `self`: once `live` is 0 the boot CPU may free it.
-        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-            sched::kick(CpuId(0));
-        }
-    }
+fn cpu_time_ns(run: &DomainRun) -> u64 {
+    run.vcpus
+        .iter()
+        .map(|s| hypervisor::arch::x86_64::timer::tsc_to_ns(s.ran.load(Ordering::Relaxed)))
+        .sum()
 }
 
-/// The hypercall environment as one vCPU sees it: the domain's state, plus
-/// who is calling.
-struct CallEnv<'e, 'a> {
-    env: &'e mut Env<'a>,
-    run: &'e DomainRun<'a>,
-    caller: u32,
-}
-
-impl HypercallEnv for CallEnv<'_, '_> {
-    fn memory(&mut self) -> &mut dyn GuestAccess {
-        self.env.memory()
-    }
-
-    fn vnuma(&self) -> &VnumaView {
-        self.env.vnuma()
-    }
-
-    fn machine(&self) -> MachineView {
-        self.env.machine()
-    }
-
-    fn node_pages(&self) -> Vec<u64> {
-        self.env.node_pages()
-    }
-
-    fn console(&mut self, bytes: &[u8]) {
-        self.env.console(bytes);
-    }
-
-    fn dma_exchange(&mut self, request: ExchangeRequest) -> Result<Exchanged, pv_abi::Error> {
-        // No vCPU may use a translation of the pages being moved.
-        self.run.pause_others();
-        let result = self.env.dma_exchange(request);
-        let changed = core::mem::take(&mut self.env.p2m.flush_tlb);
-        self.run.resume_others(changed);
-        result
-    }
-
-    fn port_io(&mut self, port: u16, size: u8, write: Option<u32>) -> Option<u32> {
-        self.env.port_io(port, size, write)
-    }
-
-    fn calling_vcpu(&self) -> u32 {
-        self.caller
-    }
-
-    fn nr_vcpus(&self) -> u32 {
-        self.run.up.len() as u32
-    }
-
-    fn vcpu_is_up(&self, vcpu: u32) -> bool {
-        self.run
-            .up
-            .get(vcpu as usize)
-            .is_some_and(|u| u.load(Ordering::Acquire))
-    }
-
-    #[cfg(not(feature = "abi-1-2"))]
-    fn vcpu_up(&mut self, vcpu: u32, context: &pv_abi::VcpuContext) -> Result<(), pv_abi::Error> {
-        let entry = EntryState {
-            rip: context.rip,
-            cr3: context.cr3.0,
-            rsp: context.rsp,
-            rsi: context.arg,
-            rdi: u64::from(vcpu),
-        };
-        self.run
-            .start_vcpu(vcpu, entry, context.gdt_base, context.gdt_limit)
-    }
-}
-
-/// VMCB `TLB_CONTROL`: flush the whole TLB on the next VMRUN.
-const TLB_FLUSH_ALL: u8 = 1;
-
-fn report_end(id: u32, name: &str, end: &DomainEnd, exits: u64) {
-    match end {
-        DomainEnd::Shutdown(status) => {
-            println!(
-                "numavisor: domain {id} ({name}): shutdown, status {status} after {exits} exits"
-            )
-        }
+fn report_end(run: &DomainRun, end: &DomainEnd) {
+    let (id, name) = (run.id, &run.name);
+    let exits = run.exits.load(Ordering::Relaxed);
+    let mut text = String::new();
+    let _ = match end {
+        DomainEnd::Shutdown(status) => writeln!(
+            text,
+            "numavisor: domain {id} ({name}): shutdown, status {status} after {exits} exits"
+        ),
         DomainEnd::Killed { reason, rip, gpa } => {
-            print!("numavisor: domain {id} ({name}): killed: {reason}; guest rip {rip:#x}");
+            let _ = write!(
+                text,
+                "numavisor: domain {id} ({name}): killed: {reason}; guest rip {rip:#x}"
+            );
             if let Some(g) = gpa {
-                print!(", guest-physical address {g:#x}");
+                let _ = write!(text, ", guest-physical address {g:#x}");
             }
-            println!(" (after {exits} exits)");
+            writeln!(text, " (after {exits} exits)")
         }
+    };
+    for (v, slot) in run.vcpus.iter().enumerate() {
+        let (ran, shared) = domain_run::ran_ms(slot);
+        let _ = writeln!(
+            text,
+            "numavisor: domain {id}: vcpu {v} ran {ran} ms on cpu {} ({shared} ms of it sharing the cpu)",
+            slot.cpu
+        );
     }
+    print!("{text}");
+}
+
+/// `xl list`, `xl vcpu-list` and debug-key `u`, as one block.
+fn print_views(topology: &Topology) {
+    let running: Vec<Arc<DomainRun>> = DOMAINS.lock().clone();
+    let mut rows: Vec<DomainRow> = ENDED.lock().clone();
+    let mut vcpus = Vec::new();
+    let mut pages = Vec::new();
+    for d in &running {
+        let any_running = d.vcpus.iter().any(|s| s.running.load(Ordering::Relaxed));
+        rows.push(DomainRow {
+            name: d.name.clone(),
+            id: d.id,
+            mem_mib: d.memory_mib,
+            vcpus: d
+                .vcpus
+                .iter()
+                .filter(|s| s.up.load(Ordering::Relaxed))
+                .count() as u32,
+            state: DomainState {
+                running: any_running,
+                blocked: !any_running,
+                dying: d.dying.load(Ordering::Relaxed),
+                ..DomainState::default()
+            },
+            cpu_time_ns: cpu_time_ns(d),
+        });
+        for (v, s) in d.vcpus.iter().enumerate() {
+            let state = if !s.up.load(Ordering::Relaxed) {
+                VcpuState::Offline
+            } else if s.running.load(Ordering::Relaxed) {
+                VcpuState::Running(s.cpu)
+            } else {
+                VcpuState::Runnable(s.cpu)
+            };
+            vcpus.push(VcpuRow {
+                domain: d.name.clone(),
+                domid: d.id,
+                vcpu: v as u32,
+                state,
+                time_ns: hypervisor::arch::x86_64::timer::tsc_to_ns(s.ran.load(Ordering::Relaxed)),
+                affinity: vec![s.cpu],
+            });
+        }
+        pages.push(DomainPages {
+            domid: d.id,
+            pages: d.node_pages(),
+        });
+    }
+    rows.sort_by_key(|r| r.id);
+    let mut text = format!("{}", XlList(&rows));
+    let _ = write!(
+        text,
+        "{}",
+        XlVcpuList {
+            nr_cpus: topology.cpus.len(),
+            rows: &vcpus
+        }
+    );
+    let _ = write!(
+        text,
+        "{}",
+        NumaMemory {
+            nr_nodes: topology.nr_nodes(),
+            domains: &pages
+        }
+    );
+    print!("{text}");
 }

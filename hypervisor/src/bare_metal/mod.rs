@@ -1,5 +1,6 @@
 //! The boot sequence on bare metal (see `main.rs`).
 
+mod domain_run;
 mod domains;
 mod sched;
 mod selftest;
@@ -11,7 +12,7 @@ use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::mem::size_of;
 use core::panic::PanicInfo;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use buddy_system_allocator::LockedHeap;
 use hypervisor::acpi::{AcpiTables, PhysAddr, PhysMemory};
@@ -42,6 +43,30 @@ struct Arena(UnsafeCell<[u8; EARLY_ARENA_SIZE]>);
 unsafe impl Sync for Arena {}
 
 static EARLY_ARENA: Arena = Arena(UnsafeCell::new([0; EARLY_ARENA_SIZE]));
+
+/// The NUMA heap, shared by every CPU once built: its own per-node locks
+/// guard it.
+static HEAP: spin::Once<Heap> = spin::Once::new();
+/// The machine's topology, fixed once discovered.
+static TOPOLOGY: spin::Once<Topology> = spin::Once::new();
+/// ASIDs the CPU offers (the boot CPU's answer; every CPU is the same model).
+static NR_ASIDS: AtomicU32 = AtomicU32::new(0);
+
+/// The NUMA heap. Only called once the boot sequence has built it.
+pub fn heap() -> &'static Heap {
+    match HEAP.get() {
+        Some(h) => h,
+        None => fatal(
+            ExitCode::Failure,
+            format_args!("the NUMA heap was used before it was built"),
+        ),
+    }
+}
+
+/// ASIDs the CPU offers, ASID 0 (the host's) included.
+pub fn nr_asids() -> u32 {
+    NR_ASIDS.load(Ordering::Relaxed)
+}
 
 extern "C" {
     static __image_start: u8;
@@ -145,10 +170,10 @@ extern "C" fn hypervisor_main(magic: u32, info: u32) -> ! {
         Err(e) => fatal(ExitCode::BadBoot, format_args!("cannot map all RAM: {e}")),
     }
 
-    let topology = discover_topology(&ram, &options);
-    let mut heap = build_heap(&topology, &reserved);
+    let topology: &'static Topology = TOPOLOGY.call_once(|| discover_topology(&ram, &options));
+    let heap: &'static Heap = HEAP.call_once(|| build_heap(topology, &reserved));
 
-    print_topology(&topology);
+    print_topology(topology);
     println!("numavisor: machine (xl info -n):");
     let free: Vec<u64> = topology
         .nodes
@@ -158,7 +183,7 @@ extern "C" fn hypervisor_main(magic: u32, info: u32) -> ! {
     print!(
         "{}",
         XlInfo {
-            topology: &topology,
+            topology,
             free_pages: &free
         }
     );
@@ -167,7 +192,7 @@ extern "C" fn hypervisor_main(magic: u32, info: u32) -> ! {
     if let Some(crash) = options.crash {
         crash_on_purpose(crash);
     }
-    let mut status = selftest::heap_self_test(&mut heap, &topology);
+    let mut status = selftest::heap_self_test(heap, topology);
     // Guests run with the host's interrupt flag set (see `svm::vmrun`): the
     // legacy PIC must stay quiet, and the boot CPU's local APIC takes the
     // wake-ups and time slices of the vCPUs it runs.
@@ -186,25 +211,26 @@ extern "C" fn hypervisor_main(magic: u32, info: u32) -> ! {
                 info.nr_asids,
                 if info.next_rip_save { "yes" } else { "no" }
             );
-            if selftest::svm_self_test(&mut heap, true) != ExitCode::Success {
+            NR_ASIDS.store(info.nr_asids, Ordering::Relaxed);
+            if selftest::svm_self_test(heap, true) != ExitCode::Success {
                 status = ExitCode::Failure;
             }
             if options.smp_off {
                 println!("numavisor: smp: off (command line): only the boot CPU runs");
-            } else if smp::start_aps(&topology, &mut heap, trampoline_page) != ExitCode::Success {
+            } else if smp::start_aps(topology, trampoline_page) != ExitCode::Success {
                 status = ExitCode::Failure;
             }
             let domains = domains::run_all(
                 &boot.modules,
-                &topology,
-                &mut heap,
+                topology,
                 options.ignore_abi_note,
+                options.mirror,
                 &options.mirror_pci,
             );
             if domains != ExitCode::Success {
                 status = domains;
             }
-            svm_maps::free_intercept_maps(&mut heap);
+            svm_maps::free_intercept_maps(heap);
         }
         Err(e) => {
             println!("numavisor: svm: {e}: no domain can run");

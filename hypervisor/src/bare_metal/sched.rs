@@ -1,6 +1,7 @@
 //! Running vCPUs on physical CPUs: one run queue per CPU, a run loop that
-//! every CPU enters (the boot CPU while a domain runs, each AP for good
-//! once it is up), time slices for vCPUs that share a CPU.
+//! every CPU enters (the boot CPU once the domains are started, each AP for
+//! good once it is up), and weighted fair sharing of a CPU between the
+//! vCPUs placed on it, whichever domains they belong to.
 //!
 //! A vCPU is placed on one CPU for its life (`domain::placement`), so the
 //! queues never move work between CPUs: a vCPU's memory, its VMCB and its
@@ -9,67 +10,218 @@
 //! queue, or halts the CPU for at most [`SPIN_BACKOFF_MS`], so that spinning
 //! guests do not eat the CPU (under TCG, the host's).
 //!
-//! A task holds raw pointers to its vCPU (memory the domain owns, on the
-//! node of the vCPU's CPU) and to the domain ([`VcpuHost`]): the boot CPU
-//! keeps both alive until every one of the domain's vCPUs is gone
-//! ([`run_until_idle`]).
+//! Sharing follows Xen's credit2 meaning of a domain's `weight`: on a
+//! contended CPU each vCPU gets run time in proportion to its domain's
+//! weight (256 by default). Each vCPU carries a virtual run time that grows
+//! by its real run time scaled by `256 / weight`; the CPU runs the vCPU with
+//! the least, and re-decides every [`SLICE_MS`] while others wait (as CFS and
+//! credit2 do). A vCPU that joins a queue starts at the queue's least virtual
+//! time, so that time it spent elsewhere or down is no credit to it.
+//!
+//! A queue also takes *work*: a closure run on that CPU before its vCPUs
+//! (domains are built on a CPU of their first node this way).
+//!
+//! Ownership: a [`Task`] owns its vCPU's state ([`VcpuBox`]) and a reference
+//! count on its domain ([`VcpuHost`]); whichever CPU holds the task runs the
+//! vCPU. When the vCPU is done, the state goes back to the domain
+//! ([`VcpuHost::vcpu_gone`]), and the CPU that gave back the last one tears
+//! the domain down ([`VcpuHost::finish`]).
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use hypervisor::arch::x86_64::apic::LocalApic;
-use hypervisor::arch::x86_64::{cpu, svm};
+use hypervisor::arch::x86_64::{cpu, svm, timer};
 use hypervisor::domain::run::Action;
+use hypervisor::mm::addr::{Mfn, PAGE_SHIFT, PAGE_SIZE};
 use hypervisor::numa::topology::MAX_CPUS;
 use hypervisor::numa::CpuId;
 use hypervisor::svm::vcpu::Vcpu;
 
 /// A time slice, when vCPUs share a CPU.
-const SLICE_MS: u32 = 10;
+const SLICE_MS: u64 = 10;
 /// Longest a spinning vCPU waits before it runs again when nothing else
 /// wants its CPU.
 pub const SPIN_BACKOFF_MS: u32 = 1;
+/// The weight every other weight is relative to (Xen's default).
+pub const DEFAULT_WEIGHT: u32 = 256;
 
 /// What the scheduler needs from the domain a vCPU belongs to.
-pub trait VcpuHost: Sync {
+pub trait VcpuHost: Send + Sync {
     /// Before each VMRUN: `false` if the vCPU must stop now (the domain is
     /// ending); may wait (the domain is paused) and may ask for a TLB flush.
     fn may_enter(&self, vcpu: &mut Vcpu) -> bool;
-    /// After each #VMEXIT (the vCPU is out of the guest).
-    fn left_guest(&self);
+    /// After each #VMEXIT: the vCPU is out of the guest, which it ran for
+    /// `ticks` (TSC), `shared` if other vCPUs waited for the CPU meanwhile.
+    fn left_guest(&self, vcpu: &Vcpu, ticks: u64, shared: bool);
     /// Handles an exit other than an interrupt.
     fn handle_exit(&self, vcpu: &mut Vcpu) -> Action;
-    /// The vCPU is done (down, or the domain ended); called once, as the
-    /// last use of the host by this task.
-    fn vcpu_gone(&self, vcpu: &Vcpu, action: Option<Action>);
+    /// The vCPU is done (down, or the domain ended; `action` says which,
+    /// `None` when the domain stopped it): its state comes back. `true` when
+    /// it was the domain's last vCPU: the caller then calls [`finish`].
+    ///
+    /// [`finish`]: VcpuHost::finish
+    fn vcpu_gone(&self, vcpu: VcpuBox, action: Option<Action>) -> bool;
+    /// Tears the domain down; called once, by the CPU whose
+    /// [`vcpu_gone`](VcpuHost::vcpu_gone) returned `true`.
+    fn finish(&self);
 }
 
-/// A vCPU and the domain it belongs to.
-pub struct Task {
-    vcpu: *mut Vcpu,
-    host: *const dyn VcpuHost,
-}
+/// A block of the domain's machine memory for one vCPU's state, owned by
+/// this handle: while the vCPU is down it holds nothing, while it is up it
+/// is inside the [`VcpuBox`] that runs it.
+pub struct VcpuBlock(Mfn);
 
-// SAFETY: the host is `Sync` and outlives the task, and the vCPU is used
-// through this task alone (see `Task::new`); one CPU at a time holds it.
-unsafe impl Send for Task {}
+impl VcpuBlock {
+    /// Pages (as an order) of a block that holds a [`Vcpu`].
+    pub const ORDER: u8 = 1;
 
-impl Task {
-    /// A task for `vcpu` of `host`.
+    /// Takes ownership of `block`.
     ///
     /// # Safety
-    /// `vcpu` must be valid and used by nothing but this task, and `host`
-    /// valid, until [`VcpuHost::vcpu_gone`] has been called for this task
-    /// (the domain waits for that in [`run_until_idle`]); the task touches
-    /// neither after that call.
-    pub unsafe fn new(vcpu: *mut Vcpu, host: &dyn VcpuHost) -> Task {
-        // SAFETY: only the lifetime is erased; the caller keeps `host`
-        // alive for as long as the task may use it.
-        let host: &'static dyn VcpuHost = unsafe { core::mem::transmute(host) };
+    /// `block` must be `2^ORDER` pages of identity-mapped RAM, not frame 0,
+    /// that nothing else uses until the handle gives it up ([`VcpuBlock::mfn`]
+    /// after the handle is dropped).
+    pub unsafe fn new(block: Mfn) -> VcpuBlock {
+        VcpuBlock(block)
+    }
+
+    /// The block's first frame, to free it once the handle is gone.
+    pub fn mfn(&self) -> Mfn {
+        self.0
+    }
+}
+
+/// A vCPU's state (its VMCB first, then its registers) in its
+/// [`VcpuBlock`]: whoever holds the box may run the vCPU.
+pub struct VcpuBox {
+    vcpu: NonNull<Vcpu>,
+}
+
+// SAFETY: the box is the only way to its block (it consumed the block's
+// unique handle), so moving it to another CPU moves the vCPU with it.
+unsafe impl Send for VcpuBox {}
+
+impl VcpuBox {
+    /// Writes `vcpu` into `block`.
+    pub fn new(block: VcpuBlock, vcpu: Vcpu) -> VcpuBox {
+        const _: () = assert!(
+            core::mem::size_of::<Vcpu>() <= (PAGE_SIZE as usize) << VcpuBlock::ORDER
+                && core::mem::align_of::<Vcpu>() <= PAGE_SIZE as usize
+        );
+        let ptr = block.0.maddr().0 as *mut Vcpu;
+        // SAFETY: the block is the handle's alone (`VcpuBlock::new`), mapped,
+        // large and aligned enough (asserted above).
+        unsafe { ptr.write(vcpu) };
+        VcpuBox {
+            // SAFETY: the block is not frame 0 (`VcpuBlock::new`).
+            vcpu: unsafe { NonNull::new_unchecked(ptr) },
+        }
+    }
+
+    pub fn get(&self) -> &Vcpu {
+        // SAFETY: the box owns the initialised block (`new`).
+        unsafe { self.vcpu.as_ref() }
+    }
+
+    pub fn get_mut(&mut self) -> &mut Vcpu {
+        // SAFETY: as for `get`, and `&mut self` makes the access unique.
+        unsafe { self.vcpu.as_mut() }
+    }
+
+    /// The block back: the vCPU in it is never run again.
+    pub fn into_block(self) -> VcpuBlock {
+        VcpuBlock(Mfn(self.vcpu.as_ptr() as u64 >> PAGE_SHIFT))
+    }
+}
+
+/// A vCPU, its domain, and its place in the CPU's fair share.
+pub struct Task {
+    vcpu: VcpuBox,
+    host: Arc<dyn VcpuHost>,
+    weight: u32,
+    /// Run time scaled by `DEFAULT_WEIGHT / weight` (TSC ticks).
+    vruntime: u64,
+    /// It gave its turn away (PAUSE): the others go first next time.
+    yielded: bool,
+}
+
+impl Task {
+    /// A task that runs `vcpu` for `host` with its domain's `weight` (1 and up).
+    pub fn new(vcpu: VcpuBox, host: Arc<dyn VcpuHost>, weight: u32) -> Task {
         Task {
             vcpu,
-            host: host as *const dyn VcpuHost,
+            host,
+            weight: weight.max(1),
+            vruntime: 0,
+            yielded: false,
         }
+    }
+
+    /// The vCPU's state and its domain, given back (the task never ran).
+    pub fn into_parts(self) -> (VcpuBox, Arc<dyn VcpuHost>) {
+        (self.vcpu, self.host)
+    }
+
+    fn charge(&mut self, ticks: u64) {
+        let scaled = u128::from(ticks) * u128::from(DEFAULT_WEIGHT) / u128::from(self.weight);
+        self.vruntime = self
+            .vruntime
+            .saturating_add(u64::try_from(scaled).unwrap_or(u64::MAX));
+    }
+}
+
+/// Something to run on a CPU outside any guest.
+pub type Work = Box<dyn FnOnce() + Send>;
+
+/// One CPU's runnable vCPUs (not the one it is running) and pending work.
+#[derive(Default)]
+struct RunQueue {
+    tasks: Vec<Task>,
+    work: VecDeque<Work>,
+    /// The least virtual run time of a task picked so far: where a task
+    /// that joins the queue starts.
+    min_vruntime: u64,
+}
+
+impl RunQueue {
+    const fn new() -> RunQueue {
+        RunQueue {
+            tasks: Vec::new(),
+            work: VecDeque::new(),
+            min_vruntime: 0,
+        }
+    }
+
+    /// A new or woken task joins, no earlier than the queue's time.
+    fn join(&mut self, mut task: Task) {
+        task.vruntime = task.vruntime.max(self.min_vruntime);
+        self.tasks.push(task);
+    }
+
+    /// The task with the least virtual run time (the first of equals), a
+    /// task that yielded only when no other waits.
+    fn pick(&mut self) -> Option<Task> {
+        let best = self
+            .tasks
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, t)| (t.yielded, t.vruntime, *i))
+            .map(|(i, _)| i)?;
+        let mut task = self.tasks.remove(best);
+        task.yielded = false;
+        self.min_vruntime = self.min_vruntime.max(task.vruntime);
+        Some(task)
+    }
+
+    /// Whether the running `task` should give way: work is pending, or a
+    /// waiting task is behind it in virtual time.
+    fn should_preempt(&self, task: &Task) -> bool {
+        !self.work.is_empty() || self.tasks.iter().any(|t| t.vruntime < task.vruntime)
     }
 }
 
@@ -77,14 +229,16 @@ struct PerCpu {
     apic_id: AtomicU32,
     /// Its run loop is running (it can take tasks).
     online: AtomicBool,
-    queue: spin::Mutex<VecDeque<Task>>,
+    /// Guards this CPU's runnable tasks and pending work; taken with
+    /// interrupts off, never while a guest runs.
+    queue: spin::Mutex<RunQueue>,
 }
 
 static CPUS: [PerCpu; MAX_CPUS] = [const {
     PerCpu {
         apic_id: AtomicU32::new(0),
         online: AtomicBool::new(false),
-        queue: spin::Mutex::new(VecDeque::new()),
+        queue: spin::Mutex::new(RunQueue::new()),
     }
 }; MAX_CPUS];
 
@@ -108,7 +262,7 @@ pub fn cpu_online(cpu: CpuId, apic_id: u32) -> Result<(), &'static str> {
 }
 
 /// Whether CPU `c` runs vCPUs, for each CPU id below `n`.
-pub fn online_cpus(n: usize) -> alloc::vec::Vec<bool> {
+pub fn online_cpus(n: usize) -> Vec<bool> {
     (0..n)
         .map(|c| {
             CPUS.get(c)
@@ -129,16 +283,29 @@ pub fn kick(c: CpuId) {
     }
 }
 
+fn online_slot(c: CpuId) -> Option<&'static PerCpu> {
+    CPUS.get(c.index())
+        .filter(|s| s.online.load(Ordering::Acquire))
+}
+
 /// Queues `task` on CPU `c` and wakes it. `Err` gives the task back if
 /// the CPU does not run vCPUs.
 pub fn enqueue(c: CpuId, task: Task) -> Result<(), Task> {
-    let Some(slot) = CPUS.get(c.index()) else {
+    let Some(slot) = online_slot(c) else {
         return Err(task);
     };
-    if !slot.online.load(Ordering::Acquire) {
-        return Err(task);
-    }
-    slot.queue.lock().push_back(task);
+    slot.queue.lock().join(task);
+    kick(c);
+    Ok(())
+}
+
+/// Runs `work` on CPU `c`, before the vCPUs queued there. `Err` gives it
+/// back if the CPU does not run.
+pub fn run_on(c: CpuId, work: Work) -> Result<(), Work> {
+    let Some(slot) = online_slot(c) else {
+        return Err(work);
+    };
+    slot.queue.lock().work.push_back(work);
     kick(c);
     Ok(())
 }
@@ -151,19 +318,20 @@ pub fn ap_loop(cpu: CpuId) -> ! {
     }
 }
 
-/// The boot CPU while a domain runs: runs its own queue until `live` (the
-/// domain's vCPUs not yet gone) reaches 0.
-pub fn run_until_idle(cpu: CpuId, live: &AtomicU32) {
+/// The boot CPU once every domain is started: runs its own queue until
+/// `done` (checked whenever the queue is empty; whoever makes it true
+/// kicks the boot CPU).
+pub fn run_until(cpu: CpuId, done: &dyn Fn() -> bool) {
     loop {
         run_queue(cpu);
-        if live.load(Ordering::Acquire) == 0 {
+        if done() {
             return;
         }
         cpu::wait_for_interrupt();
     }
 }
 
-/// Runs tasks from `cpu`'s queue until it is empty.
+/// Runs work and tasks from `cpu`'s queue until it is empty.
 fn run_queue(cpu: CpuId) {
     let Some(slot) = CPUS.get(cpu.index()) else {
         return;
@@ -171,55 +339,101 @@ fn run_queue(cpu: CpuId) {
     loop {
         // Taken with interrupts off: the caller halts only if the queue was
         // empty, and a wake-up sent after this check stays pending.
-        let Some(mut task) = slot.queue.lock().pop_front() else {
+        let work = slot.queue.lock().work.pop_front();
+        if let Some(work) = work {
+            work();
+            continue;
+        }
+        let Some(mut task) = slot.queue.lock().pick() else {
             return;
         };
-        if let Some(task) = run_task(slot, &mut task).then_some(task) {
-            slot.queue.lock().push_back(task);
+        match run_task(slot, &mut task) {
+            Turn::Again { yielded } => {
+                task.yielded = yielded;
+                slot.queue.lock().tasks.push(task);
+            }
+            Turn::Done(action) => {
+                let Task { vcpu, host, .. } = task;
+                if host.vcpu_gone(vcpu, action) {
+                    host.finish();
+                }
+            }
         }
     }
 }
 
-/// Runs one task until it gives up its turn (`true`: queue it again) or is
-/// done (`false`: its host was told, drop it).
-fn run_task(slot: &PerCpu, task: &mut Task) -> bool {
+/// How a task's turn ended.
+enum Turn {
+    /// Queue it again (`yielded`: it asked to let the others go first).
+    Again { yielded: bool },
+    /// The vCPU is done.
+    Done(Option<Action>),
+}
+
+/// Runs one task until it gives up its turn or is done.
+fn run_task(slot: &PerCpu, task: &mut Task) -> Turn {
     let apic = LAPIC.get().copied();
-    // SAFETY: guaranteed by `Task::new`'s caller until `vcpu_gone`, after
-    // which this function returns and touches neither again.
-    let host: &dyn VcpuHost = unsafe { &*task.host };
-    // SAFETY: as above; this CPU holds the task, so nothing else uses the
-    // vCPU.
-    let vcpu: &mut Vcpu = unsafe { &mut *task.vcpu };
+    let slice = SLICE_MS * 1000;
+    let mut slice_start = timer::rdtsc();
     loop {
-        if !host.may_enter(vcpu) {
-            host.vcpu_gone(vcpu, None);
-            return false;
+        let shared = {
+            let q = slot.queue.lock();
+            !q.tasks.is_empty() || !q.work.is_empty()
+        };
+        let mut used_us = 0;
+        if shared {
+            used_us = timer::tsc_to_ns(timer::rdtsc().wrapping_sub(slice_start)) / 1000;
+            if used_us >= slice {
+                if slot.queue.lock().should_preempt(task) {
+                    return Turn::Again { yielded: false };
+                }
+                slice_start = timer::rdtsc();
+                used_us = 0;
+            }
         }
-        let shared = !slot.queue.lock().is_empty();
-        if let (true, Some(a)) = (shared, apic) {
-            a.arm_timer_ms(SLICE_MS);
+        // From here to `left_guest` the domain counts the vCPU as in the
+        // guest: nothing in between may return.
+        if !task.host.may_enter(task.vcpu.get_mut()) {
+            return Turn::Done(None);
         }
+        if shared {
+            if let Some(a) = apic {
+                let left_ms = slice.saturating_sub(used_us).div_ceil(1000);
+                a.arm_timer_ms(left_ms.clamp(1, SLICE_MS) as u32);
+            }
+        }
+        let vcpu = task.vcpu.get_mut();
         let vmcb_pa = &raw const vcpu.vmcb as u64;
+        let entered = timer::rdtsc();
         // SAFETY: the VMCB belongs to this task's vCPU (4 KiB-aligned,
         // identity-mapped), which this CPU alone holds; its nested tables
         // map only the domain's pages and the MMIO of devices assigned to it.
         unsafe { svm::vmrun(vmcb_pa, &mut vcpu.regs) };
+        let ran = timer::rdtsc().wrapping_sub(entered);
         if let (true, Some(a)) = (shared, apic) {
             a.stop_timer();
         }
-        host.left_guest();
-        let action = host.handle_exit(vcpu);
+        task.charge(ran);
+        task.host.left_guest(task.vcpu.get(), ran, shared);
+        let action = task.host.handle_exit(task.vcpu.get_mut());
         match action {
             Action::Resume => {}
             Action::Interrupted => {
                 cpu::take_pending_interrupts();
-                if !slot.queue.lock().is_empty() {
-                    return true;
+                let used_us = timer::tsc_to_ns(timer::rdtsc().wrapping_sub(slice_start)) / 1000;
+                let q = slot.queue.lock();
+                // Work waits for nobody; a vCPU waits for the slice's end.
+                if !q.work.is_empty() || (used_us >= slice && q.should_preempt(task)) {
+                    return Turn::Again { yielded: false };
                 }
             }
             Action::Yield => {
-                if !slot.queue.lock().is_empty() {
-                    return true;
+                let others = {
+                    let q = slot.queue.lock();
+                    !q.tasks.is_empty() || !q.work.is_empty()
+                };
+                if others {
+                    return Turn::Again { yielded: true };
                 }
                 // Nothing else to run here: rest until the back-off timer or
                 // a wake-up, then let the guest look again.
@@ -229,10 +443,7 @@ fn run_task(slot: &PerCpu, task: &mut Task) -> bool {
                     a.stop_timer();
                 }
             }
-            Action::VcpuDown | Action::End(_) => {
-                host.vcpu_gone(vcpu, Some(action));
-                return false;
-            }
+            Action::VcpuDown | Action::End(_) => return Turn::Done(Some(action)),
         }
     }
 }

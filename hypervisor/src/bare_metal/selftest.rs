@@ -6,6 +6,7 @@ use alloc::vec::Vec;
 use hypervisor::arch::x86_64::memory as arch_memory;
 use hypervisor::arch::x86_64::{cpu, svm};
 use hypervisor::mm::addr::Maddr;
+use hypervisor::mm::frame_table::OWNER_NONE;
 use hypervisor::mm::heap::{AllocRequest, Heap};
 use hypervisor::numa::topology::Topology;
 use hypervisor::numa::NodeId;
@@ -20,7 +21,7 @@ use super::svm_maps::{free_intercept_maps, intercept_maps};
 /// Checks the heap on the real machine: an exact-node allocation on every
 /// node with memory lands on it, one on a memoryless node fails, and
 /// freeing everything restores the probe exactly.
-pub fn heap_self_test(heap: &mut Heap, t: &Topology) -> ExitCode {
+pub fn heap_self_test(heap: &Heap, t: &Topology) -> ExitCode {
     let before = heap.probe();
     let mut ok = true;
     for n in &t.nodes {
@@ -76,7 +77,7 @@ pub fn heap_self_test(heap: &mut Heap, t: &Topology) -> ExitCode {
 /// Runs on the CPU that calls it (each application processor runs it on
 /// itself); `report` prints the one-line result (failures are always
 /// printed).
-pub fn svm_self_test(heap: &mut Heap, report: bool) -> ExitCode {
+pub fn svm_self_test(heap: &Heap, report: bool) -> ExitCode {
     let before = heap.probe();
     let Ok(block) = heap.alloc(9, AllocRequest::node(NodeId(0))) else {
         println!("numavisor: svm self-test: no 2 MiB block");
@@ -107,6 +108,7 @@ pub fn svm_self_test(heap: &mut Heap, report: bool) -> ExitCode {
     let tables = arch_memory::HeapTables {
         heap,
         node: NodeId(0),
+        owner: OWNER_NONE,
         taken: Vec::new(),
     };
     let mut ok = false;

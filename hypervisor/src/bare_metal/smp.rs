@@ -9,10 +9,8 @@
 //! enters the scheduler's run loop (`sched::ap_loop`) and runs the vCPUs
 //! placed on it; one whose self-test failed parks (cli; hlt).
 //!
-//! The NUMA heap belongs to the boot CPU; while it waits for the APs it
-//! lends the heap through [`LENT_HEAP`], whose lock gives one CPU at a time
-//! access, and takes it back before going on. An AP that comes up after the
-//! boot CPU gave up on it finds no heap and reports that instead.
+//! The APs run their self-tests one after another (the boot CPU waits for
+//! each), so each test's heap-probe comparison sees only its own pages.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -24,7 +22,6 @@ use hypervisor::arch::x86_64::svm::{self, HostSavePage};
 use hypervisor::arch::x86_64::timer::{self, Deadline};
 use hypervisor::arch::x86_64::{cpu, idt};
 use hypervisor::mm::addr::MemRange;
-use hypervisor::mm::heap::Heap;
 use hypervisor::numa::topology::{CpuInfo, Topology};
 use hypervisor::println;
 use pv_abi::exit::ExitCode;
@@ -52,16 +49,6 @@ struct ApContext {
     state: AtomicU8,
 }
 
-/// The boot CPU's NUMA heap, lent to the APs while it waits for them.
-struct LentHeap(*mut Heap);
-
-// SAFETY: the pointer is only dereferenced under `LENT_HEAP`'s lock, while
-// the boot CPU (the heap's owner) is inside `start_aps` and does not touch
-// the heap; it takes the pointer back (under the lock) before returning.
-unsafe impl Send for LentHeap {}
-
-static LENT_HEAP: spin::Mutex<Option<LentHeap>> = spin::Mutex::new(None);
-
 /// The page the trampoline will use: the highest page below 1 MiB that the
 /// memory map marks usable and that the boot loader's data does not use.
 /// The hypervisor's heaps never take memory below 1 MiB, so the page stays
@@ -75,7 +62,7 @@ pub fn trampoline_page(ram: &[MemRange], loader_data: &[MemRange]) -> Option<u64
 /// Starts every AP of `topology` and waits for each; returns `Failure` if
 /// one reported a failed self-test. A CPU that does not start is a
 /// warning, and the boot goes on.
-pub fn start_aps(topology: &Topology, heap: &mut Heap, page: Option<u64>) -> ExitCode {
+pub fn start_aps(topology: &Topology, page: Option<u64>) -> ExitCode {
     let aps = topology.cpus.iter().filter(|c| c.id.0 != 0);
     let nr_aps = aps.clone().count();
     if nr_aps == 0 {
@@ -114,14 +101,12 @@ pub fn start_aps(topology: &Topology, heap: &mut Heap, page: Option<u64>) -> Exi
             trampoline.page()
         ),
     }
-    *LENT_HEAP.lock() = Some(LentHeap(heap as *mut Heap));
     let mut status = ExitCode::Success;
     for c in aps {
         if start_one(lapic, trampoline, c) == STATE_FAILED {
             status = ExitCode::Failure;
         }
     }
-    LENT_HEAP.lock().take();
     status
 }
 
@@ -240,14 +225,7 @@ fn ap_self_test(ctx: &ApContext) -> Result<(), alloc::string::String> {
     }
     let page = HostSavePage::allocate().ok_or("no memory for the host save area")?;
     svm::enable(page).map_err(|e| alloc::format!("{e}"))?;
-    let mut lent = LENT_HEAP.lock();
-    let Some(heap) = lent.as_mut() else {
-        return Err("started too late: the boot CPU no longer lends the heap".into());
-    };
-    // SAFETY: the lock is held, so this CPU alone uses the heap, whose owner
-    // (the boot CPU) waits in `start_aps` until the pointer is taken back.
-    let heap = unsafe { &mut *heap.0 };
-    if selftest::svm_self_test(heap, false) == ExitCode::Success {
+    if selftest::svm_self_test(super::heap(), false) == ExitCode::Success {
         Ok(())
     } else {
         Err("see above".into())

@@ -4,11 +4,12 @@ use hypervisor::mm::addr::Mfn;
 use hypervisor::mm::heap::{AllocRequest, Heap, HeapError};
 use hypervisor::svm::vcpu::InterceptMaps;
 
+/// Guards the permission maps' blocks (I/O, MSR) once allocated.
 static INTERCEPT_MAPS: spin::Mutex<Option<(Mfn, Mfn)>> = spin::Mutex::new(None);
 
 /// The I/O and MSR permission maps, all ones: every port and MSR access
 /// exits. Allocated on first use, kept until [`free_intercept_maps`].
-pub fn intercept_maps(heap: &mut Heap) -> Result<InterceptMaps, HeapError> {
+pub fn intercept_maps(heap: &Heap) -> Result<InterceptMaps, HeapError> {
     let mut maps = INTERCEPT_MAPS.lock();
     let (iopm, msrpm) = match *maps {
         Some(m) => m,
@@ -38,7 +39,7 @@ pub fn intercept_maps(heap: &mut Heap) -> Result<InterceptMaps, HeapError> {
 }
 
 /// Gives the maps back to the heap once no domain runs.
-pub fn free_intercept_maps(heap: &mut Heap) {
+pub fn free_intercept_maps(heap: &Heap) {
     if let Some((iopm, msrpm)) = INTERCEPT_MAPS.lock().take() {
         let _ = heap.free(iopm, 2);
         let _ = heap.free(msrpm, 1);

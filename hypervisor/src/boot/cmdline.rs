@@ -11,6 +11,9 @@
 //! - `mirror-pci=00:04.0[,00:05.0...]`: PCI devices assigned to the mirror
 //!   domain (the one run when no domain config is given), as a config's
 //!   `pci = [ ... ]` assigns them to its domain (see `crate::pci`).
+//! - `mirror=on|off`: whether the mirror domain (one vnode per machine
+//!   node, every CPU) runs. By default it runs when no domain config is
+//!   given; `mirror=on` runs it beside the configs' domains too, as domain 1.
 //! - `smp=off`: start only the boot CPU, not the application processors;
 //!   `smp=on` is the default.
 //! - `crash=panic|fault|hang`: a test aid that proves the failure paths end
@@ -37,6 +40,8 @@ pub struct CommandLine {
     pub mirror_pci: Vec<Bdf>,
     /// `smp=off`: do not start the application processors.
     pub smp_off: bool,
+    /// `mirror=on|off`; `None`: only when no domain config is given.
+    pub mirror: Option<bool>,
     /// Options that could not be used, each with the reason.
     pub warnings: Vec<String>,
 }
@@ -93,6 +98,12 @@ pub fn parse(cmdline: &str) -> CommandLine {
                         .push(format!("mirror-pci={list}: {e}; ignored")),
                 }
             }
+            ("mirror", Some("on")) => out.mirror = Some(true),
+            ("mirror", Some("off")) => out.mirror = Some(false),
+            ("mirror", v) => out.warnings.push(format!(
+                "mirror={}: expected on or off; ignored",
+                v.unwrap_or("")
+            )),
             ("smp", Some("off")) => out.smp_off = true,
             ("smp", Some("on")) => out.smp_off = false,
             ("smp", v) => out.warnings.push(format!(
@@ -121,6 +132,16 @@ pub fn parse(cmdline: &str) -> CommandLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mirror_option() {
+        assert_eq!(parse("").mirror, None);
+        assert_eq!(parse("mirror=on").mirror, Some(true));
+        assert_eq!(parse("mirror=on mirror=off").mirror, Some(false));
+        let c = parse("mirror=yes mirror");
+        assert_eq!(c.mirror, None);
+        assert_eq!(c.warnings.len(), 2);
+    }
 
     #[test]
     fn numa_options() {

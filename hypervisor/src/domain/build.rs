@@ -19,7 +19,7 @@ use super::elf::GuestImage;
 use super::layout::{DomainLayout, GpaRange};
 use crate::hypercall::{GuestAccess, VnumaView};
 use crate::mm::addr::{Maddr, Mfn, PAGE_SIZE};
-use crate::mm::heap::{AllocRequest, Heap, HeapError, MAX_ORDER};
+use crate::mm::heap::{AllocRequest, Claim, Heap, HeapError, MAX_ORDER};
 use crate::numa::NodeId;
 use crate::svm::paging::{MapError, PageTables, TableMemory as PtMemory, WRITABLE};
 
@@ -88,7 +88,7 @@ pub struct Allocation {
 
 impl Allocation {
     /// Gives every block back to the heap.
-    pub fn free(self, heap: &mut Heap) -> Result<(), HeapError> {
+    pub fn free(self, heap: &Heap) -> Result<(), HeapError> {
         let mut result = Ok(());
         for (mfn, order) in self.blocks {
             if let Err(e) = heap.free(mfn, order) {
@@ -105,40 +105,40 @@ impl Allocation {
 
 const PAGES_PER_MIB: u64 = (1 << 20) / PAGE_SIZE;
 
-/// Takes each vnode's memory from its physical node with the exact-node
-/// flag, largest blocks first. Refuses the domain, naming the node and the
-/// shortfall, when a node has too little free memory; never places memory
-/// on another node. On failure nothing stays allocated.
-pub fn allocate(heap: &mut Heap, config: &DomainConfig) -> Result<Allocation, String> {
-    // Check every node's free memory first, adding up vnodes that share a node.
+/// Pages a domain's vnodes take from each physical node (vnodes that share
+/// a node added up): what is claimed before it is built.
+pub fn pages_per_node(config: &DomainConfig) -> Vec<(NodeId, u64)> {
     let mut want: Vec<(NodeId, u64)> = Vec::new();
     for v in &config.vnodes {
+        let pages = v.size_mib.saturating_mul(PAGES_PER_MIB);
         match want.iter_mut().find(|(n, _)| *n == v.pnode) {
-            Some((_, p)) => *p += v.size_mib * PAGES_PER_MIB,
-            None => want.push((v.pnode, v.size_mib * PAGES_PER_MIB)),
+            Some((_, p)) => *p = p.saturating_add(pages),
+            None => want.push((v.pnode, pages)),
         }
     }
-    for &(node, pages) in &want {
-        let free = heap.free_pages(node);
-        if free < pages {
-            return Err(format!(
-                "node {node} has {} MiB free, the domain needs {} MiB there (short by {} MiB)",
-                free / PAGES_PER_MIB,
-                pages / PAGES_PER_MIB,
-                (pages - free).div_ceil(PAGES_PER_MIB)
-            ));
-        }
-    }
+    want
+}
+
+/// Takes each vnode's memory from its physical node with the exact-node
+/// flag, largest blocks first, against `claim` (made with
+/// [`pages_per_node`]), each block owned by the claim's domain. Never places
+/// memory on another node; on failure nothing stays allocated (the claim is
+/// the caller's to release).
+pub fn allocate(
+    heap: &Heap,
+    claim: &mut Claim,
+    config: &DomainConfig,
+) -> Result<Allocation, String> {
     let mut alloc = Allocation::default();
     for (k, v) in config.vnodes.iter().enumerate() {
         let mut runs = Vec::new();
-        let mut left = v.size_mib * PAGES_PER_MIB;
+        let mut left = v.size_mib.saturating_mul(PAGES_PER_MIB);
         let mut order = MAX_ORDER;
         while left > 0 {
             while (1u64 << order) > left {
                 order -= 1;
             }
-            match heap.alloc(order, AllocRequest::exact(v.pnode)) {
+            match heap.alloc_claimed(claim, order, AllocRequest::exact(v.pnode)) {
                 Ok(mfn) => {
                     alloc.blocks.push((mfn, order));
                     runs.push((mfn, 1u64 << order));

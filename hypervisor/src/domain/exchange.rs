@@ -49,7 +49,8 @@ use crate::svm::paging::{PageTables, TableMemory};
 /// Nested page-table memory that comes from (and so can reach) the heap.
 pub trait HeapTableMemory: TableMemory {
     fn heap(&self) -> &Heap;
-    fn heap_mut(&mut self) -> &mut Heap;
+    /// The domain that owns the tables (and every block an exchange gives it).
+    fn owner(&self) -> u32;
 }
 
 /// Why an exchange was refused. Nothing changed.
@@ -218,7 +219,8 @@ impl<T: HeapTableMemory, M: MachineMemory> GuestAccess for P2m<T, M> {
 /// `pages` contiguous frames below `2^bits` on `node` (exact), as the
 /// blocks kept after freeing the tail of the next power of two.
 fn alloc_contiguous(
-    heap: &mut Heap,
+    heap: &Heap,
+    owner: u32,
     node: NodeId,
     pages: u64,
     bits: u32,
@@ -229,6 +231,11 @@ fn alloc_contiguous(
         .filter(|&o| o <= MAX_ORDER)
         .ok_or(HeapError::InvalidArgument)?;
     let head = heap.alloc(order, AllocRequest::exact(node).below_bits(bits))?;
+    // Its halves keep the owner as the block is split.
+    if let Err(e) = heap.set_owner(head, owner) {
+        let _ = heap.free(head, order);
+        return Err(e);
+    }
     let mut kept = Vec::new();
     let (mut h, mut o, mut need) = (head, order, pages);
     loop {
@@ -267,7 +274,7 @@ fn alloc_contiguous(
 /// blocks that straddle an end; they come back in the result. Blocks
 /// outside stay. On a heap error every block (split or not) is put back.
 fn carve(
-    heap: &mut Heap,
+    heap: &Heap,
     blocks: &mut Vec<(Mfn, u8)>,
     a: u64,
     b: u64,
@@ -331,8 +338,14 @@ impl<T: HeapTableMemory, M: MachineMemory> P2m<T, M> {
         }
         let mut new = None;
         for &node in &candidates {
-            let heap = self.npt.memory_mut().heap_mut();
-            match alloc_contiguous(heap, node, pages, request.address_bits) {
+            let tables = self.npt.memory();
+            match alloc_contiguous(
+                tables.heap(),
+                tables.owner(),
+                node,
+                pages,
+                request.address_bits,
+            ) {
                 Ok(blocks) => {
                     new = Some((node, blocks));
                     break;
@@ -351,7 +364,7 @@ impl<T: HeapTableMemory, M: MachineMemory> P2m<T, M> {
         let new_head = new_blocks.first().map_or(Mfn(0), |b| b.0);
         let undo_new = |p2m: &mut Self| {
             for &(m, o) in &new_blocks {
-                let _ = p2m.npt.memory_mut().heap_mut().free(m, o);
+                let _ = p2m.npt.memory().heap().free(m, o);
             }
         };
 
@@ -368,7 +381,7 @@ impl<T: HeapTableMemory, M: MachineMemory> P2m<T, M> {
         // 4. The old range as whole blocks of the domain.
         let mut to_free: Vec<(Mfn, u8)> = Vec::new();
         for &(_, mfn, n) in &old {
-            let heap = self.npt.memory_mut().heap_mut();
+            let heap = self.npt.memory().heap();
             match carve(heap, &mut self.alloc.blocks, mfn.0, mfn.0 + n) {
                 Ok(blocks) => to_free.extend(blocks),
                 Err(e) => {
@@ -425,7 +438,7 @@ impl<T: HeapTableMemory, M: MachineMemory> P2m<T, M> {
             return Err(ExchangeError::Internal(e));
         }
         for &(m, o) in &to_free {
-            let heap = self.npt.memory_mut().heap_mut();
+            let heap = self.npt.memory().heap();
             let on = heap.frame_table().node_of(m);
             // Blocks the domain owns: freeing cannot fail.
             let _ = heap.free(m, o);

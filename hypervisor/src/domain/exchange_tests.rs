@@ -6,7 +6,7 @@ use alloc::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
-use crate::domain::build::allocate;
+use crate::domain::build::{allocate, pages_per_node, Allocation};
 use crate::domain::config::{DomainConfig, LayoutKind, VnodeConfig};
 use crate::mm::addr::{Maddr, MemRange};
 use crate::mm::frame_table::FrameTable;
@@ -75,13 +75,27 @@ impl HeapTableMemory for FakeTables {
     fn heap(&self) -> &Heap {
         &self.heap
     }
-    fn heap_mut(&mut self) -> &mut Heap {
-        &mut self.heap
+    fn owner(&self) -> u32 {
+        DOMAIN
     }
 }
 
 /// Node 0: 16 MiB at 16 MiB and 64 MiB at 512 MiB; node 1: 64 MiB at
 /// 1 GiB (nothing below 2^30). Distance 20.
+/// The domain every test allocation belongs to.
+const DOMAIN: u32 = 3;
+
+/// Claims the domain's memory and allocates it against the claim, as the
+/// hypervisor does, then gives back what the claim did not use.
+fn allocate_for(heap: &Heap, cfg: &DomainConfig) -> Result<Allocation, String> {
+    let mut claim = heap
+        .claim(DOMAIN, &pages_per_node(cfg))
+        .map_err(|e| format!("{e}"))?;
+    let alloc = allocate(heap, &mut claim, cfg);
+    heap.release(claim);
+    alloc
+}
+
 fn heap() -> Heap {
     let ranges = [
         (MemRange::from_base_len(16 * MIB, 16 * MIB), NodeId(0)),
@@ -130,10 +144,10 @@ struct Domain {
 /// A domain of two 8 MiB vnodes (node 0, node 1), every page tagged with
 /// its guest frame number.
 fn domain(kind: LayoutKind, table_pages: usize) -> Domain {
-    let mut heap = heap();
+    let heap = heap();
     let before = heap.probe();
     let cfg = config(kind);
-    let alloc = allocate(&mut heap, &cfg).unwrap();
+    let alloc = allocate_for(&heap, &cfg).unwrap();
     let layout = DomainLayout::compute(kind, &cfg.vnodes, &alloc.extents).unwrap();
     let tables = FakeTables {
         heap,
@@ -190,17 +204,29 @@ fn check(p2m: &P2m<FakeTables, FakeMachine>) {
     for &(m, o) in &p2m.alloc.blocks {
         let n = p2m.heap().frame_table().node_of(m).unwrap();
         per_node[n.index()] += 1 << o;
+        assert_eq!(
+            p2m.heap().owner(m),
+            Some(DOMAIN),
+            "block {m} is the domain's"
+        );
     }
     assert_eq!(per_node.to_vec(), p2m.node_pages);
+    let owned = p2m.heap().owned(DOMAIN);
+    assert_eq!(
+        (owned.blocks, owned.pages),
+        (p2m.alloc.blocks.len() as u64, total),
+        "the frame table's owners count exactly the domain's blocks"
+    );
 }
 
 /// Tears the domain down as the hypervisor does: every page comes back.
 fn teardown(d: Domain) {
     let Domain { p2m, before } = d;
     let (tables, _) = p2m.npt.into_memory();
-    let mut heap = tables.heap;
-    p2m.alloc.free(&mut heap).unwrap();
+    let heap = tables.heap;
+    p2m.alloc.free(&heap).unwrap();
     heap.check_invariants().unwrap();
+    assert_eq!(heap.owned(DOMAIN).pages, 0, "nothing left owned");
     assert_eq!(heap.probe(), before, "teardown gives every page back");
 }
 

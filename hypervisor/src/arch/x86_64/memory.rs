@@ -40,8 +40,10 @@ pub unsafe fn copy_from_machine(src: Maddr, dst: &mut [u8]) {
 
 /// Nested page-table pages taken from the NUMA heap near `node`.
 pub struct HeapTables<'h> {
-    pub heap: &'h mut Heap,
+    pub heap: &'h Heap,
     pub node: NodeId,
+    /// The domain the pages belong to (`OWNER_NONE` for the hypervisor's own).
+    pub owner: u32,
     /// Pages taken, so that a failure midway can still free them all.
     pub taken: Vec<Mfn>,
 }
@@ -49,6 +51,10 @@ pub struct HeapTables<'h> {
 impl TableMemory for HeapTables<'_> {
     fn alloc_table(&mut self) -> Option<u64> {
         let mfn = self.heap.alloc(0, AllocRequest::node(self.node)).ok()?;
+        if self.heap.set_owner(mfn, self.owner).is_err() {
+            let _ = self.heap.free(mfn, 0);
+            return None;
+        }
         // SAFETY: the page was just allocated from the heap for this table.
         unsafe { zero_page(mfn.maddr()) };
         self.taken.push(mfn);
@@ -72,7 +78,7 @@ impl HeapTableMemory for HeapTables<'_> {
         self.heap
     }
 
-    fn heap_mut(&mut self) -> &mut Heap {
-        self.heap
+    fn owner(&self) -> u32 {
+        self.owner
     }
 }

@@ -22,9 +22,15 @@ const FALLBACK_TSC_PER_US: u64 = 4000;
 
 static TSC_PER_US: AtomicU64 = AtomicU64::new(0);
 
-fn rdtsc() -> u64 {
+/// The time-stamp counter.
+pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC only reads the time-stamp counter.
     unsafe { _rdtsc() }
+}
+
+/// TSC ticks as nanoseconds, at the calibrated rate.
+pub fn tsc_to_ns(ticks: u64) -> u64 {
+    (u128::from(ticks) * 1000 / u128::from(per_us())) as u64
 }
 
 /// Calibrates the TSC over 10 ms of PIT channel 2; returns TSC ticks per

@@ -58,6 +58,20 @@ impl MachineMemory for FakeMachine {
 }
 
 /// Two nodes of 256 MiB: node 0 at 16 MiB, node 1 at 1 GiB.
+/// The domain every test allocation belongs to.
+const DOMAIN: u32 = 3;
+
+/// Claims the domain's memory and allocates it against the claim, as the
+/// hypervisor does, then gives back what the claim did not use.
+fn allocate_for(heap: &Heap, cfg: &DomainConfig) -> Result<Allocation, String> {
+    let mut claim = heap
+        .claim(DOMAIN, &pages_per_node(cfg))
+        .map_err(|e| format!("{e}"))?;
+    let alloc = allocate(heap, &mut claim, cfg);
+    heap.release(claim);
+    alloc
+}
+
 fn heap() -> Heap {
     let ranges = [
         (MemRange::from_base_len(16 * MIB, 256 * MIB), NodeId(0)),
@@ -163,10 +177,10 @@ fn a_domain_is_built_and_reads_back() {
     let image_bytes = elf(kernel_va, &code);
     let image = GuestImage::parse(&image_bytes).unwrap();
     for kind in LayoutKind::ALL {
-        let mut heap = heap();
+        let heap = heap();
         let before = heap.probe();
         let cfg = config(kind, [64, 32]);
-        let alloc = allocate(&mut heap, &cfg).unwrap();
+        let alloc = allocate_for(&heap, &cfg).unwrap();
         assert_eq!(alloc.total_pages(), 96 * 256);
         let layout = DomainLayout::compute(kind, &cfg.vnodes, &alloc.extents).unwrap();
         layout
@@ -227,26 +241,26 @@ fn a_domain_is_built_and_reads_back() {
         assert_eq!(view.vcpu_to_vnode, vec![0, 0, 1]);
         assert_eq!(view.distances, vec![10, 21, 21, 10]);
 
-        alloc.free(&mut heap).unwrap();
+        alloc.free(&heap).unwrap();
         assert_eq!(heap.probe(), before, "{kind}: every page back");
     }
 }
 
 #[test]
 fn a_node_without_enough_memory_refuses_the_domain() {
-    let mut heap = heap();
+    let heap = heap();
     let before = heap.probe();
     let cfg = config(LayoutKind::Compact, [64, 300]);
-    let err = allocate(&mut heap, &cfg).unwrap_err();
+    let err = allocate_for(&heap, &cfg).unwrap_err();
     assert!(err.contains("node 1") && err.contains("short by"), "{err}");
     assert_eq!(heap.probe(), before);
 }
 
 #[test]
 fn guest_access_faults_outside_the_domain() {
-    let mut heap = heap();
+    let heap = heap();
     let cfg = config(LayoutKind::NodeBits, [16, 16]);
-    let alloc = allocate(&mut heap, &cfg).unwrap();
+    let alloc = allocate_for(&heap, &cfg).unwrap();
     let layout = DomainLayout::compute(cfg.layout, &cfg.vnodes, &alloc.extents).unwrap();
     let mut mem = DomainMemory {
         layout: &layout,
@@ -264,10 +278,10 @@ fn guest_access_faults_outside_the_domain() {
 
 #[test]
 fn an_image_that_does_not_fit_is_refused() {
-    let mut heap = heap();
+    let heap = heap();
     let mut cfg = config(LayoutKind::Compact, [1, 1]);
     cfg.memory_mib = 2;
-    let alloc = allocate(&mut heap, &cfg).unwrap();
+    let alloc = allocate_for(&heap, &cfg).unwrap();
     let layout = DomainLayout::compute(cfg.layout, &cfg.vnodes, &alloc.extents).unwrap();
     let image_bytes = elf(0xFFFF_FFFF_8020_0000, &[0x90]);
     let image = GuestImage::parse(&image_bytes).unwrap();
