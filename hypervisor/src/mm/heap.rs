@@ -658,8 +658,10 @@ impl Heap {
             }
             let index = nh.base + idx;
             drop(nh);
-            // Every index of a node's pages has a frame.
-            return self.ft.mfn_at(index).ok_or(HeapError::NoMemory);
+            let mfn = self.ft.mfn_at(index);
+            // Every index of a node's pages has a frame (FrameTable::new).
+            debug_assert!(mfn.is_some(), "page index {index} has no frame");
+            return mfn.ok_or(HeapError::NoMemory);
         }
         Err(HeapError::NoMemory)
     }
@@ -1114,7 +1116,9 @@ impl NodeHeap {
         c.first_index - self.base + (mfn.0 - c.base_mfn.0) as u32
     }
 
-    /// Free pages nobody has claimed.
+    /// Free pages nobody has claimed. Relies on `claimed <= free`, which
+    /// `claim` and `alloc` keep and `check_invariants` checks (a violation
+    /// panics here in debug builds).
     fn unclaimed(&self) -> u64 {
         self.free - self.claimed
     }
