@@ -9,14 +9,25 @@
 //!    be identical.
 //! 3. swiotlb map + bounce + unmap of 4 KiB and 64 KiB against a memcpy of
 //!    the same size.
+//! 4. The hypervisor's NUMA heap shared by N threads (N = available
+//!    parallelism, at least 2), order-0 alloc+free pairs: every thread on
+//!    its own node against all threads on one node, and one thread alone for
+//!    scale. With a lock per node the first should grow with N while the
+//!    second contends on one lock. The locks spin: on a host busier than N
+//!    CPUs, a preempted lock holder makes the one-node figure erratic.
 
 use std::hint::black_box;
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use guest_os::mm::linux_ref::{Kernel, Machine};
 use guest_os::mm::zone::NR_ZONES;
 use guest_os::mm::zonelist::{build_all_zonelists, CpuPenalty, ZonelistInput};
 use guest_os::mm::{Gfp, Mm, MmConfig, NodeConfig, PhysRange, ZonelistOrder};
+use hypervisor::mm::addr::MemRange;
+use hypervisor::mm::frame_table::FrameTable;
+use hypervisor::mm::heap::{AllocRequest, Heap, HeapTopology};
+use hypervisor::numa::{NodeId, MAX_NODES};
 use pv_abi::{Gpa, Maddr};
 
 /// Runs `f` (which does `iters` operations) a few times; the best run, per
@@ -206,9 +217,111 @@ fn swiotlb_bounce() {
     }
 }
 
+/// A heap of `nodes` nodes of 64 MiB each above 4 GiB, all memory added.
+fn numa_heap(nodes: usize) -> Result<Heap, String> {
+    let ranges: Vec<(MemRange, NodeId)> = (0..nodes as u64)
+        .map(|n| {
+            (
+                MemRange::from_base_len((4 << 30) + n * 64 * MIB, 64 * MIB),
+                NodeId(n as u8),
+            )
+        })
+        .collect();
+    let ft = FrameTable::new(&ranges).map_err(|e| e.to_string())?;
+    let distances = (0..nodes * nodes)
+        .map(|i| if i / nodes == i % nodes { 10 } else { 20 })
+        .collect();
+    let topo = HeapTopology {
+        nr_nodes: nodes,
+        distances,
+        cpu_nodes: (0..nodes).map(|n| NodeId(n as u8)).collect(),
+    };
+    let heap = Heap::new(ft, topo).map_err(|e| e.to_string())?;
+    for (r, _) in &ranges {
+        heap.add_free_range(*r).map_err(|e| e.to_string())?;
+    }
+    Ok(heap)
+}
+
+/// Order-0 alloc+free pairs per second over all threads, best of 5 runs:
+/// thread `t` allocates on `node_of(t)`.
+fn heap_pairs_per_sec(
+    heap: &Heap,
+    threads: usize,
+    node_of: impl Fn(usize) -> NodeId + Sync,
+) -> f64 {
+    const PAIRS: u64 = 200_000;
+    // The run lasts from the first thread's start to the last one's end.
+    let run = |pairs: u64| -> Duration {
+        let start = Barrier::new(threads);
+        let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (start, node_of) = (&start, &node_of);
+                    s.spawn(move || {
+                        let req = AllocRequest::exact(node_of(t));
+                        start.wait();
+                        let begin = Instant::now();
+                        for _ in 0..pairs {
+                            if let Ok(m) = heap.alloc(0, req) {
+                                let _ = heap.free(black_box(m), 0);
+                            }
+                        }
+                        (begin, Instant::now())
+                    })
+                })
+                .collect();
+            workers.into_iter().filter_map(|w| w.join().ok()).collect()
+        });
+        let first = spans.iter().map(|s| s.0).min();
+        let last = spans.iter().map(|s| s.1).max();
+        match (first, last) {
+            (Some(a), Some(b)) => b - a,
+            _ => Duration::MAX,
+        }
+    };
+    run(PAIRS / 10); // warm-up
+    let best = (0..5).map(|_| run(PAIRS)).min().unwrap_or_default();
+    (threads as u64 * PAIRS) as f64 / best.as_secs_f64().max(1e-12)
+}
+
+fn heap_threads() {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, MAX_NODES);
+    let heap = match numa_heap(threads) {
+        Ok(h) => h,
+        Err(e) => {
+            println!("NUMA heap: cannot build it on the host: {e}");
+            return;
+        }
+    };
+    // Keep one page of each node allocated: its free buddy then serves a
+    // lone thread's pairs without splitting and merging a 64 MiB block each
+    // time, so the figures measure the locks, not the depth of the buddy tree.
+    for n in 0..threads {
+        if heap.alloc(0, AllocRequest::exact(NodeId(n as u8))).is_err() {
+            println!("NUMA heap: node {n} has no page");
+            return;
+        }
+    }
+    let own = heap_pairs_per_sec(&heap, threads, |t| NodeId(t as u8));
+    let one = heap_pairs_per_sec(&heap, threads, |_| NodeId(0));
+    let alone = heap_pairs_per_sec(&heap, 1, |_| NodeId(0));
+    println!(
+        "{:<34} own nodes {:>8.2} M/s   one node {:>8.2} M/s   x{:>6.1}   ({threads} threads, order-0 alloc+free pairs; one thread alone: {:.2} M/s)",
+        "heap allocations/s, all threads",
+        own / 1e6,
+        one / 1e6,
+        own / one.max(1e-12),
+        alone / 1e6
+    );
+}
+
 fn main() {
     println!("numavisor benchmarks (host, release build; best of 5 runs)");
     page_allocator();
     zonelists();
     swiotlb_bounce();
+    heap_threads();
 }

@@ -43,7 +43,7 @@ pub const fn zone_of(mfn: Mfn) -> u8 {
 }
 
 /// Raw state byte of a [`PageInfo`]. Only block *heads* carry a meaningful
-/// state; see [`FrameTable::state`] for the state of any page.
+/// state; see [`Heap::state`](crate::mm::heap::Heap::state) for the state of any page.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
 pub enum RawState {

@@ -285,6 +285,22 @@ const EMPTY_LIST: FreeList = FreeList {
     count: 0,
 };
 
+/// One zone's free lists on one node. Cache-line aligned: nodes' small
+/// allocations would otherwise sit side by side, and CPUs working on two
+/// nodes under two locks would still bounce one line between them.
+#[derive(Clone, Copy, Debug)]
+#[repr(align(64))]
+struct ZoneLists {
+    /// Bit `o` set iff the order-`o` list is non-empty.
+    order_mask: u32,
+    lists: [FreeList; NR_ORDERS],
+}
+
+const EMPTY_ZONE: ZoneLists = ZoneLists {
+    order_mask: 0,
+    lists: [EMPTY_LIST; NR_ORDERS],
+};
+
 /// One non-empty free list in a [`HeapProbe`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct ProbeRow {
@@ -352,10 +368,8 @@ struct NodeHeap {
     /// Lowest zone the node's RAM reaches; `nr_zones` zones from there have lists.
     zone_lo: u8,
     nr_zones: u8,
-    /// `NR_ORDERS` lists per zone, zones ascending from `zone_lo`.
-    lists: Vec<FreeList>,
-    /// Per zone: bit `o` set iff the order-`o` list is non-empty.
-    order_mask: Vec<u32>,
+    /// The lists of each zone, ascending from `zone_lo`.
+    zones: Vec<ZoneLists>,
     /// Bit `z` set iff some list of zone `z` is non-empty.
     zone_mask: u64,
     free: u64,
@@ -448,8 +462,7 @@ impl Heap {
                 pages,
                 zone_lo,
                 nr_zones,
-                lists: vec![EMPTY_LIST; usize::from(nr_zones) * NR_ORDERS],
-                order_mask: vec![0; usize::from(nr_zones)],
+                zones: vec![EMPTY_ZONE; usize::from(nr_zones)],
                 zone_mask: 0,
                 free: 0,
                 total: 0,
@@ -645,8 +658,10 @@ impl Heap {
             }
             let index = nh.base + idx;
             drop(nh);
-            // Every index of a node's pages has a frame.
-            return self.ft.mfn_at(index).ok_or(HeapError::NoMemory);
+            let mfn = self.ft.mfn_at(index);
+            // Every index of a node's pages has a frame (FrameTable::new).
+            debug_assert!(mfn.is_some(), "page index {index} has no frame");
+            return mfn.ok_or(HeapError::NoMemory);
         }
         Err(HeapError::NoMemory)
     }
@@ -945,7 +960,7 @@ impl Heap {
             let z = nh.zone_lo + zi;
             let mut omask = 0u32;
             for o in 0..=MAX_ORDER {
-                let list = nh.lists[usize::from(zi) * NR_ORDERS + usize::from(o)];
+                let list = nh.zones[usize::from(zi)].lists[usize::from(o)];
                 let (mut cur, mut prev, mut seen) = (list.head, NO_INDEX, 0u32);
                 while cur != NO_INDEX {
                     let at = format!("node {n} zone {z} order {o} index {cur}");
@@ -981,10 +996,10 @@ impl Heap {
                     omask |= 1 << o;
                 }
             }
-            if omask != nh.order_mask[usize::from(zi)] {
+            if omask != nh.zones[usize::from(zi)].order_mask {
                 return Err(format!(
                     "node {n} zone {z}: order mask {omask:#x} != {:#x}",
-                    nh.order_mask[usize::from(zi)]
+                    nh.zones[usize::from(zi)].order_mask
                 ));
             }
             if omask != 0 {
@@ -1101,7 +1116,9 @@ impl NodeHeap {
         c.first_index - self.base + (mfn.0 - c.base_mfn.0) as u32
     }
 
-    /// Free pages nobody has claimed.
+    /// Free pages nobody has claimed. Relies on `claimed <= free`, which
+    /// `claim` and `alloc` keep and `check_invariants` checks (a violation
+    /// panics here in debug builds).
     fn unclaimed(&self) -> u64 {
         self.free - self.claimed
     }
@@ -1114,7 +1131,7 @@ impl NodeHeap {
 
     fn free_blocks(&self, zone: u8, order: u8) -> u32 {
         match self.zone_slot(zone) {
-            Some(s) if order <= MAX_ORDER => self.lists[s * NR_ORDERS + usize::from(order)].count,
+            Some(s) if order <= MAX_ORDER => self.zones[s].lists[usize::from(order)].count,
             _ => 0,
         }
     }
@@ -1152,7 +1169,7 @@ impl NodeHeap {
         while zones != 0 {
             let z = (63 - zones.leading_zeros()) as u8;
             let slot = usize::from(z - self.zone_lo);
-            let orders = self.order_mask[slot] & (u32::MAX << order);
+            let orders = self.zones[slot].order_mask & (u32::MAX << order);
             if orders != 0 {
                 let idx = self.take(slot, z, orders.trailing_zeros() as u8, order);
                 self.free -= size;
@@ -1167,7 +1184,7 @@ impl NodeHeap {
     /// Removes the first block of the order-`have` list of zone slot `slot`,
     /// returns its first `2^want` pages allocated and the rest to the lists.
     fn take(&mut self, slot: usize, zone: u8, have: u8, want: u8) -> u32 {
-        let idx = self.lists[slot * NR_ORDERS + usize::from(have)].head;
+        let idx = self.zones[slot].lists[usize::from(have)].head;
         self.unlink(slot, zone, have, idx);
         let mut o = have;
         while o > want {
@@ -1220,38 +1237,38 @@ impl NodeHeap {
     }
 
     fn link(&mut self, slot: usize, zone: u8, order: u8, idx: u32) {
-        let li = slot * NR_ORDERS + usize::from(order);
-        let old = self.lists[li].head;
+        let li = usize::from(order);
+        let old = self.zones[slot].lists[li].head;
         let p = &mut self.pages[idx as usize];
         p.next = old;
         p.prev = NO_INDEX;
         if old != NO_INDEX {
             self.pages[old as usize].prev = idx;
         }
-        self.lists[li].head = idx;
-        self.lists[li].count += 1;
-        self.order_mask[slot] |= 1 << order;
+        self.zones[slot].lists[li].head = idx;
+        self.zones[slot].lists[li].count += 1;
+        self.zones[slot].order_mask |= 1 << order;
         self.zone_mask |= 1 << zone;
     }
 
     fn unlink(&mut self, slot: usize, zone: u8, order: u8, idx: u32) {
-        let li = slot * NR_ORDERS + usize::from(order);
+        let li = usize::from(order);
         let p = &mut self.pages[idx as usize];
         let (next, prev) = (p.next, p.prev);
         p.next = NO_INDEX;
         p.prev = NO_INDEX;
         if prev == NO_INDEX {
-            self.lists[li].head = next;
+            self.zones[slot].lists[li].head = next;
         } else {
             self.pages[prev as usize].next = next;
         }
         if next != NO_INDEX {
             self.pages[next as usize].prev = prev;
         }
-        self.lists[li].count -= 1;
-        if self.lists[li].count == 0 {
-            self.order_mask[slot] &= !(1 << order);
-            if self.order_mask[slot] == 0 {
+        self.zones[slot].lists[li].count -= 1;
+        if self.zones[slot].lists[li].count == 0 {
+            self.zones[slot].order_mask &= !(1 << order);
+            if self.zones[slot].order_mask == 0 {
                 self.zone_mask &= !(1 << zone);
             }
         }

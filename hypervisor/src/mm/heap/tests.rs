@@ -404,6 +404,483 @@ fn never_added_stays_reserved() {
 }
 
 // ---------------------------------------------------------------------------
+// Claims and owners.
+
+/// Three nodes of 256 pages each, high enough that page 0 plays no part.
+fn three_nodes() -> Heap {
+    let ranges: Vec<_> = (0..3u64)
+        .map(|n| (r(GIB + n * MIB, MIB), NodeId(n as u8)))
+        .collect();
+    heap(&ranges, 3, distances(3, &[]), vec![NodeId(0)])
+}
+
+#[test]
+fn claims_are_all_or_nothing_and_name_every_short_node() {
+    let h = three_nodes();
+    let before = h.probe();
+    // Node 1 is short: nothing is claimed anywhere.
+    let e = h
+        .claim(1, &[(NodeId(0), 100), (NodeId(1), 300), (NodeId(2), 50)])
+        .unwrap_err();
+    assert_eq!(
+        e,
+        ClaimError::Short(vec![Shortfall {
+            node: NodeId(1),
+            wanted: 300,
+            available: 256
+        }])
+    );
+    assert_eq!(
+        alloc::format!("{e}"),
+        "node 1: wants 300 pages, 256 unclaimed free (short by 44)"
+    );
+    for n in 0..3 {
+        assert_eq!(h.claimed_pages(NodeId(n)), 0);
+    }
+    // Every short node is listed, ascending; a node named twice asks the sum.
+    let c = h.claim(2, &[(NodeId(1), 120)]).unwrap();
+    let e = h
+        .claim(
+            3,
+            &[
+                (NodeId(2), 200),
+                (NodeId(1), 100),
+                (NodeId(2), 100),
+                (NodeId(0), 1),
+            ],
+        )
+        .unwrap_err();
+    assert_eq!(
+        alloc::format!("{e}"),
+        "node 2: wants 300 pages, 256 unclaimed free (short by 44)"
+    );
+    let e = h
+        .claim(3, &[(NodeId(1), 200), (NodeId(2), 300)])
+        .unwrap_err();
+    assert_eq!(
+        alloc::format!("{e}"),
+        "node 1: wants 200 pages, 136 unclaimed free (short by 64); \
+         node 2: wants 300 pages, 256 unclaimed free (short by 44)"
+    );
+    assert_eq!(
+        h.claim(3, &[(NodeId(3), 1)]),
+        Err(ClaimError::NoSuchNode(NodeId(3)))
+    );
+    assert_eq!(h.claimed_pages(NodeId(1)), 120);
+    assert_eq!(h.claimed_pages(NodeId(2)), 0);
+    // Claims are not free-list state: the probe does not change.
+    assert_eq!(h.probe(), before);
+    h.check_invariants().unwrap();
+    assert_eq!(h.release(c), 120);
+    assert_eq!(h.claimed_pages(NodeId(1)), 0);
+    // An empty claim is fine and holds nothing.
+    let c = h.claim(4, &[]).unwrap();
+    assert_eq!(c.total_remaining(), 0);
+    assert_eq!(h.release(c), 0);
+}
+
+#[test]
+fn others_cannot_eat_claimed_memory() {
+    let h = three_nodes();
+    let c = h.claim(5, &[(NodeId(0), 200)]).unwrap();
+    assert_eq!((c.owner(), c.remaining(NodeId(0))), (5, 200));
+    assert_eq!(c.remaining(NodeId(1)), 0);
+    assert_eq!(h.unclaimed_free_pages(NodeId(0)), 56);
+    assert_eq!(h.free_pages(NodeId(0)), 256);
+    // A 64-page block would eat into the claim; 32 pages do not.
+    assert_eq!(
+        h.alloc(6, AllocRequest::exact(NodeId(0))),
+        Err(HeapError::NoMemory)
+    );
+    let big = h.alloc(5, AllocRequest::exact(NodeId(0))).unwrap();
+    let mut small = Vec::new();
+    for _ in 0..24 {
+        small.push(h.alloc(0, AllocRequest::exact(NodeId(0))).unwrap());
+    }
+    assert_eq!(h.unclaimed_free_pages(NodeId(0)), 0);
+    assert_eq!(
+        h.alloc(0, AllocRequest::exact(NodeId(0))),
+        Err(HeapError::NoMemory)
+    );
+    // Without exact_node the request falls back to node 1 instead.
+    let m = h.alloc(0, AllocRequest::node(NodeId(0))).unwrap();
+    assert_eq!(node_of(&h, m), NodeId(1));
+    // Nobody else can claim it either.
+    assert_eq!(
+        h.claim(6, &[(NodeId(0), 1)]),
+        Err(ClaimError::Short(vec![Shortfall {
+            node: NodeId(0),
+            wanted: 1,
+            available: 0
+        }]))
+    );
+    h.check_invariants().unwrap();
+    // Released, the pages serve anyone again.
+    assert_eq!(h.release(c), 200);
+    assert_eq!(h.unclaimed_free_pages(NodeId(0)), 200);
+    let m2 = h.alloc(6, AllocRequest::exact(NodeId(0))).unwrap();
+    for b in small.into_iter().chain([m]) {
+        h.free(b, 0).unwrap();
+    }
+    h.free(big, 5).unwrap();
+    h.free(m2, 6).unwrap();
+    h.check_invariants().unwrap();
+    assert_eq!(h.total_free_pages(), 3 * 256);
+}
+
+#[test]
+fn alloc_claimed_draws_the_claim_down() {
+    let h = three_nodes();
+    let mut c = h.claim(7, &[(NodeId(0), 10), (NodeId(1), 4)]).unwrap();
+    let a = h
+        .alloc_claimed(&mut c, 0, AllocRequest::exact(NodeId(0)))
+        .unwrap();
+    assert_eq!(h.owner(a), Some(7), "the claim's owner owns the block");
+    assert_eq!((c.remaining(NodeId(0)), h.claimed_pages(NodeId(0))), (9, 9));
+    // 16 pages against 9 claimed: the claim pays 9, unclaimed pages the rest.
+    let b = h
+        .alloc_claimed(&mut c, 4, AllocRequest::exact(NodeId(0)))
+        .unwrap();
+    assert_eq!((c.remaining(NodeId(0)), h.claimed_pages(NodeId(0))), (0, 0));
+    assert_eq!(h.free_pages(NodeId(0)), 256 - 17);
+    assert_eq!(
+        h.owned(7),
+        Owned {
+            blocks: 2,
+            pages: 17
+        }
+    );
+    // A block from a node the claim does not cover leaves the claim alone.
+    let d = h
+        .alloc_claimed(&mut c, 0, AllocRequest::exact(NodeId(2)))
+        .unwrap();
+    assert_eq!(c.total_remaining(), 4);
+    assert_eq!(h.owner(d), Some(7));
+
+    // Node 1: 4 claimed pages, everything else taken by others. An 8-page
+    // block needs 4 unclaimed pages on top of the claim: refused, and the
+    // claim is untouched; 4 pages fit exactly.
+    let mut others = Vec::new();
+    while let Ok(m) = h.alloc(0, AllocRequest::exact(NodeId(1))) {
+        others.push(m);
+    }
+    assert_eq!(others.len(), 252);
+    assert_eq!(
+        h.alloc_claimed(&mut c, 3, AllocRequest::exact(NodeId(1))),
+        Err(HeapError::NoMemory)
+    );
+    assert_eq!(c.remaining(NodeId(1)), 4);
+    h.check_invariants().unwrap();
+    let e = h
+        .alloc_claimed(&mut c, 2, AllocRequest::exact(NodeId(1)))
+        .unwrap();
+    assert_eq!(c.total_remaining(), 0);
+    assert_eq!(
+        h.owned(7),
+        Owned {
+            blocks: 4,
+            pages: 22
+        }
+    );
+    assert_eq!(h.owned(8), Owned::default());
+    assert_eq!(h.release(c), 0);
+
+    // A claim only works on the heap that granted it.
+    let other = three_nodes();
+    let mut foreign = other.claim(9, &[(NodeId(0), 8)]).unwrap();
+    assert_eq!(
+        h.alloc_claimed(&mut foreign, 0, AllocRequest::any()),
+        Err(HeapError::InvalidArgument)
+    );
+    assert_eq!(h.release(foreign), 0);
+    assert_eq!(other.claimed_pages(NodeId(0)), 8);
+
+    for m in others {
+        h.free(m, 0).unwrap();
+    }
+    for (m, o) in [(a, 0), (b, 4), (d, 0), (e, 2)] {
+        h.free(m, o).unwrap();
+    }
+    assert_eq!(h.owned(7), Owned::default());
+    h.check_invariants().unwrap();
+}
+
+#[test]
+fn owned_counts_blocks_by_their_head() {
+    let h = three_nodes();
+    let a = h.alloc(3, AllocRequest::exact(NodeId(0))).unwrap();
+    let b = h.alloc(0, AllocRequest::exact(NodeId(2))).unwrap();
+    let c = h.alloc(1, AllocRequest::exact(NodeId(1))).unwrap();
+    h.set_owner(a, 3).unwrap();
+    h.set_owner(b, 3).unwrap();
+    h.set_owner(c, 4).unwrap();
+    assert_eq!(
+        h.owned(3),
+        Owned {
+            blocks: 2,
+            pages: 9
+        }
+    );
+    // Splitting keeps the owner on both halves: one block more, same pages.
+    h.split(a, 3).unwrap();
+    assert_eq!(
+        h.owned(3),
+        Owned {
+            blocks: 3,
+            pages: 9
+        }
+    );
+    h.free(a.add(4), 2).unwrap();
+    assert_eq!(
+        h.owned(3),
+        Owned {
+            blocks: 2,
+            pages: 5
+        }
+    );
+    h.free(a, 2).unwrap();
+    h.free(b, 0).unwrap();
+    assert_eq!(h.owned(3), Owned::default());
+    assert_eq!(
+        h.owned(4),
+        Owned {
+            blocks: 1,
+            pages: 2
+        }
+    );
+    assert_eq!(h.owned(OWNER_NONE), Owned::default());
+}
+
+#[test]
+fn racing_claimers_for_the_last_pages_exactly_one_wins() {
+    use std::sync::Barrier;
+    let h = three_nodes();
+    // Leave 40 unclaimed pages on node 1.
+    let held = h.alloc(7, AllocRequest::exact(NodeId(1))).unwrap();
+    let keep = h.claim(1, &[(NodeId(1), 88)]).unwrap();
+    for round in 0..50 {
+        let barrier = Barrier::new(4);
+        let won: Vec<Option<Claim>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4u32)
+                .map(|t| {
+                    let (h, barrier) = (&h, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        // Each wants 30 of the 40 pages, and a page of node 2
+                        // (plenty), all or nothing.
+                        h.claim(10 + t, &[(NodeId(2), 1), (NodeId(1), 30)]).ok()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|j| j.join().unwrap()).collect()
+        });
+        let winners: Vec<Claim> = won.into_iter().flatten().collect();
+        assert_eq!(winners.len(), 1, "round {round}");
+        assert_eq!(h.claimed_pages(NodeId(1)), 88 + 30);
+        assert_eq!(h.claimed_pages(NodeId(2)), 1, "losers claimed nothing");
+        h.check_invariants().unwrap();
+        for w in winners {
+            assert_eq!(h.release(w), 31);
+        }
+    }
+    assert_eq!(h.release(keep), 88);
+    h.free(held, 7).unwrap();
+    h.check_invariants().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Several CPUs at once.
+
+/// xorshift64*: a deterministic generator per thread, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// What one thread holds: its blocks (and whether they came from its claims,
+/// so carry its owner) and its claims.
+#[derive(Default)]
+struct Held {
+    blocks: Vec<(Mfn, u8, bool)>,
+    claims: Vec<Claim>,
+    /// Successful alloc, free, split, claim, alloc_claimed, release.
+    done: [u32; 6],
+}
+
+/// Threads hammer one heap with every operation on random nodes, each
+/// remembering what it holds; then no block is held twice, the invariants
+/// hold, owners and claims add up, and freeing everything restores the probe.
+#[test]
+fn concurrent_threads_keep_the_heap_whole() {
+    const THREADS: u32 = 4;
+    const OPS: usize = 25_000;
+    // Node 0 low (with page 0 and small zones), node 1 across 4 GiB's zones,
+    // node 2 high, node 3 memoryless; small, so threads collide and run dry.
+    let ranges = [
+        (r(0, 2 * MIB), NodeId(0)),
+        (r(2 * MIB, 2 * MIB), NodeId(1)),
+        (r(4 * GIB, 4 * MIB), NodeId(2)),
+    ];
+    let cpus = vec![NodeId(0), NodeId(1), NodeId(2), NodeId(3)];
+    let h = heap(&ranges, 4, four_node_distances(), cpus);
+    let init = h.probe();
+    let start = std::sync::Barrier::new(THREADS as usize);
+
+    let held: Vec<Held> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (h, start) = (&h, &start);
+                s.spawn(move || {
+                    start.wait();
+                    let owner = 100 + t;
+                    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((u64::from(t) + 1) * 0x1234_5678));
+                    let mut me = Held::default();
+                    for i in 0..OPS {
+                        let node = NodeId(rng.below(4) as u8);
+                        let order = [0, 0, 0, 1, 2, 3, 5, 8][rng.below(8) as usize];
+                        let req = match rng.below(4) {
+                            0 => AllocRequest::exact(node),
+                            1 => AllocRequest::node(node),
+                            2 => AllocRequest::cpu(CpuId(rng.below(4) as u32)),
+                            _ => AllocRequest::any().below_bits(21 + rng.below(3) as u32),
+                        };
+                        match rng.below(10) {
+                            0..=2 => {
+                                if let Ok(m) = h.alloc(order, req) {
+                                    me.blocks.push((m, order, false));
+                                    me.done[0] += 1;
+                                }
+                            }
+                            3..=5 if !me.blocks.is_empty() => {
+                                let k = rng.below(me.blocks.len() as u64) as usize;
+                                let (m, o, mine) = me.blocks.swap_remove(k);
+                                assert_eq!(h.owner(m), mine.then_some(owner));
+                                h.free(m, o).unwrap();
+                                me.done[1] += 1;
+                            }
+                            6 if !me.blocks.is_empty() => {
+                                let k = rng.below(me.blocks.len() as u64) as usize;
+                                let (m, o, mine) = me.blocks[k];
+                                if o > 0 {
+                                    h.split(m, o).unwrap();
+                                    me.blocks[k].1 = o - 1;
+                                    me.blocks.push((m.add(1 << (o - 1)), o - 1, mine));
+                                    me.done[2] += 1;
+                                }
+                            }
+                            7 if me.claims.len() < 2 => {
+                                let want = [
+                                    (node, 1 + rng.below(40)),
+                                    (NodeId(rng.below(3) as u8), rng.below(20)),
+                                ];
+                                if let Ok(c) = h.claim(owner, &want) {
+                                    me.claims.push(c);
+                                    me.done[3] += 1;
+                                }
+                            }
+                            8 if !me.claims.is_empty() => {
+                                let k = rng.below(me.claims.len() as u64) as usize;
+                                if let Ok(m) = h.alloc_claimed(&mut me.claims[k], order, req) {
+                                    me.blocks.push((m, order, true));
+                                    me.done[4] += 1;
+                                }
+                            }
+                            9 if !me.claims.is_empty() => {
+                                let k = rng.below(me.claims.len() as u64) as usize;
+                                let c = me.claims.swap_remove(k);
+                                let left = c.total_remaining();
+                                assert_eq!(h.release(c), left);
+                                me.done[5] += 1;
+                            }
+                            _ => {}
+                        }
+                        // The checker locks one node at a time while the others run.
+                        if t == 0 && i % 2500 == 0 {
+                            h.check_invariants().unwrap();
+                        }
+                    }
+                    me
+                })
+            })
+            .collect();
+        hs.into_iter().map(|j| j.join().unwrap()).collect()
+    });
+
+    // Every kind of operation really happened.
+    let done: Vec<u32> = (0..6)
+        .map(|k| held.iter().map(|x| x.done[k]).sum())
+        .collect();
+    std::println!("alloc, free, split, claim, alloc_claimed, release: {done:?}");
+    assert!(done.iter().all(|&d| d > 50), "{done:?}");
+
+    // No block is held twice, and each is what the heap says it is.
+    let mut all: Vec<(u64, u8)> = held
+        .iter()
+        .flat_map(|x| x.blocks.iter().map(|&(m, o, _)| (m.0, o)))
+        .collect();
+    assert!(!all.is_empty());
+    all.sort_unstable();
+    for w in all.windows(2) {
+        assert!(w[0].0 + (1 << w[0].1) <= w[1].0, "{w:x?} overlap");
+    }
+    for &(m, o) in &all {
+        assert_eq!(
+            h.state(Mfn(m)),
+            Some(PageState::Allocated {
+                head: Mfn(m),
+                order: o
+            })
+        );
+    }
+    h.check_invariants().unwrap();
+    // Owners and claims add up.
+    for (t, x) in held.iter().enumerate() {
+        let mine = x.blocks.iter().filter(|b| b.2);
+        let pages = mine.clone().map(|b| 1u64 << b.1).sum();
+        assert_eq!(
+            h.owned(100 + t as u32),
+            Owned {
+                blocks: mine.count() as u64,
+                pages
+            }
+        );
+    }
+    for n in 0..4u8 {
+        let node = NodeId(n);
+        let claimed: u64 = held
+            .iter()
+            .flat_map(|x| &x.claims)
+            .map(|c| c.remaining(node))
+            .sum();
+        assert_eq!(h.claimed_pages(node), claimed, "node {n}");
+    }
+    // Give everything back: nothing was lost.
+    for x in held {
+        for (m, o, _) in x.blocks {
+            h.free(m, o).unwrap();
+        }
+        for c in x.claims {
+            h.release(c);
+        }
+    }
+    h.check_invariants().unwrap();
+    assert_eq!(h.probe(), init);
+    for n in 0..4u8 {
+        assert_eq!(h.claimed_pages(NodeId(n)), 0);
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Property tests against a model.
 
 #[derive(Clone, Debug)]
