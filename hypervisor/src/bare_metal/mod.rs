@@ -251,17 +251,18 @@ fn print_memory_map(boot: &BootInfo) {
 /// Gives the allocator a RAM region big enough for the frame table and the
 /// heap's bookkeeping, from the lowest free RAM below the boot identity map.
 ///
-/// The allocator is a buddy allocator: the frame table (one allocation of
-/// 16 bytes per page) is rounded up to a power of two and needs a block
-/// aligned to that size, so the region starts at such an alignment and
-/// holds that block plus 8 MiB for everything else.
+/// The allocator is a buddy allocator: the frame table's page entries (16
+/// bytes per page, one allocation per node, each rounded up to a power of
+/// two and aligned to its size) fit in twice the whole table rounded up, so
+/// the region starts at that rounded size's alignment and holds twice it,
+/// plus 8 MiB for everything else.
 fn grow_allocator(ram: &[MemRange], reserved: &mut Vec<MemRange>) {
     const SMALL_OBJECTS: u64 = 8 << 20;
     let pages: u64 = ram.iter().map(|r| r.len() >> PAGE_SHIFT).sum();
     let frame_table = (pages * size_of::<PageInfo>() as u64)
         .next_power_of_two()
         .max(2 << 20);
-    let want = frame_table + SMALL_OBJECTS;
+    let want = 2 * frame_table + SMALL_OBJECTS;
     let mut free = Vec::new();
     for r in ram {
         multiboot::subtract_into(*r, reserved.iter().copied(), &mut free);
