@@ -652,7 +652,10 @@ fn domain_build() {
         ];
         let notes = [
             format!("automatic, on node(s) {}", nodes.join(",")),
-            format!("{pages} pages in {} heap block(s), exact node", built.blocks),
+            format!(
+                "{pages} pages in {} heap block(s), exact node",
+                built.blocks
+            ),
             format!("{pages} pages looked up"),
             format!(
                 "{} x 2 MiB + {} x 4 KiB, {} table pages",

@@ -8,6 +8,7 @@
 //! | `fail=triple` | load an empty IDT and raise `#UD`: a triple fault |
 //! | `fail=hypercall` | issue garbage hypercalls, check each answer (an extra KTAP suite), go on |
 //! | `fail=halt` | `cli; hlt`: a vCPU that can never wake up |
+//! | `fail=spin` | `cli` and an endless loop without exits: only the domain's `time_limit` ends it |
 //! | `fail_vcpu=N` | the `fail=` mode happens on secondary vCPU N (ABI 1.3, once it is up) instead of vCPU 0 |
 //! | `ktest=a,b` | run only these KTAP suites |
 //! | `numa_zonelist_order=node\|zone\|default` | fallback lists in node order (the default), Linux 4.13's zone order, or the pre-4.14 heuristic; as Linux, the first letter decides, either case |
@@ -52,11 +53,12 @@ pub struct Cmdline {
 }
 
 /// The failure modes, by their command-line names.
-pub const FAIL_MODES: [FailMode; 4] = [
+pub const FAIL_MODES: [FailMode; 5] = [
     FailMode::Npf,
     FailMode::Triple,
     FailMode::Hypercall,
     FailMode::Halt,
+    FailMode::Spin,
 ];
 
 /// Largest `burn=` (millions of iterations): about an hour under TCG.
@@ -84,7 +86,7 @@ pub fn parse(cmdline: &str) -> Cmdline {
                     c.fail = Some(m);
                 }
                 None => c.warnings.push(format!(
-                    "fail={v}: unknown failure mode (known: npf, triple, hypercall, halt); ignored"
+                    "fail={v}: unknown failure mode (known: npf, triple, hypercall, halt, spin); ignored"
                 )),
             },
             ("burn", Some(v)) => match v.parse::<u64>() {
@@ -174,7 +176,7 @@ mod tests {
             c.warnings,
             vec![
                 "unknown option 'console=hv' ignored",
-                "fail=boom: unknown failure mode (known: npf, triple, hypercall, halt); ignored",
+                "fail=boom: unknown failure mode (known: npf, triple, hypercall, halt, spin); ignored",
                 "unknown option 'quiet' ignored",
                 "fail=halt replaces fail=npf given earlier",
                 "option 'ktest' needs a value (ktest=...); ignored",

@@ -25,6 +25,8 @@ pub enum FailMode {
     Hypercall,
     /// `cli; hlt`: the vCPU can never wake up.
     Halt,
+    /// `cli` and a loop with no exit: the vCPU spins for ever on its CPU.
+    Spin,
 }
 
 impl FailMode {
@@ -35,6 +37,7 @@ impl FailMode {
             FailMode::Triple => "triple",
             FailMode::Hypercall => "hypercall",
             FailMode::Halt => "halt",
+            FailMode::Spin => "spin",
         }
     }
 }

@@ -295,3 +295,39 @@ fn domains_beyond_the_machine_are_refused_the_others_run() {
     }
     assert_heap_restored(&run);
 }
+
+#[test]
+fn a_spinning_domain_is_ended_by_its_time_limit() {
+    // fault-spin.cfg spins with interrupts off on CPU 2 and never exits on
+    // its own; time_limit = 5 ends it, and the domain beside it passes.
+    let run = boot_domains(
+        &default_machine(),
+        "",
+        &[
+            domain_config("fault-spin.cfg"),
+            domain_config("two-vnodes.cfg"),
+        ],
+    );
+    assert_eq!(
+        run.outcome,
+        Outcome::Exited(ExitCode::Failure),
+        "{}",
+        context(&run)
+    );
+    match domain_report(&run.console, 1) {
+        Some(DomainReport::Killed { reason, .. }) => {
+            assert_eq!(reason, "time limit of 5 s reached", "{}", context(&run))
+        }
+        other => panic!("domain 1: {other:?}; {}", context(&run)),
+    }
+    let (ran, _) = ran_ms(&run, 1, 0);
+    assert!(
+        (4_000..=6_000).contains(&ran),
+        "it had its CPU until the limit: {ran} ms; {}",
+        context(&run)
+    );
+    assert_passed(&run, 2);
+    assert_torn_down(&run, 1);
+    assert_torn_down(&run, 2);
+    assert_heap_restored(&run);
+}

@@ -482,6 +482,7 @@ pub fn run(p: &'static dyn Platform, start_gpa: u64) -> ShutdownStatus {
                         guest.hole
                     ),
                     FailMode::Triple => "empty IDT, then ud2: triple fault".to_string(),
+                    FailMode::Spin => "cli, then a loop without exits".to_string(),
                     _ => "cli; hlt".to_string(),
                 }
             );

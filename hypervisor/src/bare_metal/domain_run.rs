@@ -2,14 +2,16 @@
 //! teardown, which the CPU that saw its last vCPU go does while the other
 //! domains go on running.
 
+use alloc::format;
 use alloc::string::String;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use hypervisor::arch::x86_64::cpu;
 use hypervisor::arch::x86_64::memory::{self as arch_memory, HeapTables};
 use hypervisor::arch::x86_64::pci::PortConfigSpace;
-use hypervisor::arch::x86_64::{cpu, timer};
+use hypervisor::arch::x86_64::timer::{self, Deadline};
 use hypervisor::domain::build::{DomainEnd, MachineMemory};
 use hypervisor::domain::exchange::P2m;
 use hypervisor::domain::run::{handle_exit, Action};
@@ -203,6 +205,8 @@ pub struct DomainRun {
     /// TLB before it runs with a newer one.
     pub tlb_generation: AtomicU64,
     pub template: VcpuTemplate,
+    /// Its `time_limit`: when it is up, and how many seconds it was.
+    pub time_limit: Option<(Deadline, u32)>,
 }
 
 impl DomainRun {
@@ -291,6 +295,22 @@ impl DomainRun {
         }
     }
 
+    /// Ends the domain as `end` says, unless something ended it first
+    /// (`false`): every vCPU stops at its next exit.
+    fn end(&self, end: DomainEnd) -> bool {
+        let first = {
+            let mut slot = self.end.lock();
+            let first = slot.is_none();
+            if first {
+                *slot = Some(end);
+            }
+            first
+        };
+        self.dying.store(true, Ordering::Release);
+        self.kick_all();
+        first
+    }
+
     /// Pages of the domain on each machine node, while it runs.
     pub fn node_pages(&self) -> Vec<u64> {
         self.env
@@ -303,6 +323,15 @@ impl DomainRun {
 
 impl sched::VcpuHost for DomainRun {
     fn may_enter(&self, vcpu: &mut Vcpu) -> bool {
+        if let Some((deadline, secs)) = self.time_limit {
+            if deadline.passed() && !self.dying.load(Ordering::Acquire) {
+                self.end(DomainEnd::Killed {
+                    reason: format!("time limit of {secs} s reached"),
+                    rip: vcpu.vmcb.save.rip,
+                    gpa: None,
+                });
+            }
+        }
         loop {
             if self.dying.load(Ordering::Acquire) {
                 return false;
@@ -360,24 +389,19 @@ impl sched::VcpuHost for DomainRun {
         handle_exit(vcpu, &mut call, &host_cpuid)
     }
 
+    fn deadline(&self) -> Option<Deadline> {
+        self.time_limit.map(|(d, _)| d)
+    }
+
     fn vcpu_gone(&self, state: VcpuBox, action: Option<Action>) -> bool {
         let id = self.id;
         let v = state.get().id;
         match action {
             Some(Action::End(end)) => {
-                let first = {
-                    let mut slot = self.end.lock();
-                    let first = slot.is_none();
-                    if first {
-                        *slot = Some(end);
-                    }
-                    first
-                };
+                let first = self.end(end);
                 if first && self.vcpus.len() > 1 {
                     println!("numavisor: domain {id}: vcpu {v} ended the domain");
                 }
-                self.dying.store(true, Ordering::Release);
-                self.kick_all();
             }
             Some(_) => println!("numavisor: domain {id}: vcpu {v} down"),
             None => {}

@@ -22,6 +22,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use hypervisor::arch::x86_64::memory::HeapTables;
 use hypervisor::arch::x86_64::pci::PortConfigSpace;
+use hypervisor::arch::x86_64::timer::Deadline;
 use hypervisor::boot::multiboot::Module;
 use hypervisor::domain::abi;
 use hypervisor::domain::build::{self, Allocation, DomainEnd, DomainMemory, MachineMemory};
@@ -396,6 +397,12 @@ impl BuildJob {
             paused: AtomicBool::new(false),
             tlb_generation: AtomicU64::new(0),
             template,
+            time_limit: config.time_limit.map(|secs| {
+                (
+                    Deadline::after_us(u64::from(secs).saturating_mul(1_000_000)),
+                    secs,
+                )
+            }),
         });
         DOMAINS.lock().push(run.clone());
         let boot = run.env.lock().as_ref().map(|e| e.boot);

@@ -35,7 +35,8 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use hypervisor::arch::x86_64::apic::LocalApic;
-use hypervisor::arch::x86_64::{cpu, svm, timer};
+use hypervisor::arch::x86_64::timer::{self, Deadline};
+use hypervisor::arch::x86_64::{cpu, svm};
 use hypervisor::domain::run::Action;
 use hypervisor::mm::addr::{Mfn, PAGE_SHIFT, PAGE_SIZE};
 use hypervisor::numa::topology::MAX_CPUS;
@@ -60,6 +61,10 @@ pub trait VcpuHost: Send + Sync {
     fn left_guest(&self, vcpu: &Vcpu, ticks: u64, shared: bool);
     /// Handles an exit other than an interrupt.
     fn handle_exit(&self, vcpu: &mut Vcpu) -> Action;
+    /// When the domain's time is up (its `time_limit`), if it has one: the
+    /// CPU takes the vCPU out of the guest by then, whatever it does, and
+    /// [`may_enter`](VcpuHost::may_enter) refuses it after.
+    fn deadline(&self) -> Option<Deadline>;
     /// The vCPU is done (down, or the domain ended; `action` says which,
     /// `None` when the domain stopped it): its state comes back. `true` when
     /// it was the domain's last vCPU: the caller then calls [`finish`].
@@ -396,11 +401,19 @@ fn run_task(slot: &PerCpu, task: &mut Task) -> Turn {
         if !task.host.may_enter(task.vcpu.get_mut()) {
             return Turn::Done(None);
         }
-        if shared {
-            if let Some(a) = apic {
-                let left_ms = slice.saturating_sub(used_us).div_ceil(1000);
-                a.arm_timer_ms(left_ms.clamp(1, SLICE_MS) as u32);
-            }
+        // The timer ends the slice when others wait, and comes at least
+        // once a second when the domain's time is limited.
+        let slice_ms = shared.then(|| slice.saturating_sub(used_us).div_ceil(1000));
+        let limit_ms = task
+            .host
+            .deadline()
+            .map(|d| d.remaining_us().div_ceil(1000).min(1000));
+        let timer_ms = match (slice_ms, limit_ms) {
+            (Some(s), Some(l)) => Some(s.min(l)),
+            (s, l) => s.or(l),
+        };
+        if let (Some(ms), Some(a)) = (timer_ms, apic) {
+            a.arm_timer_ms(ms.clamp(1, 1000) as u32);
         }
         let vcpu = task.vcpu.get_mut();
         let vmcb_pa = &raw const vcpu.vmcb as u64;
@@ -410,7 +423,7 @@ fn run_task(slot: &PerCpu, task: &mut Task) -> Turn {
         // map only the domain's pages and the MMIO of devices assigned to it.
         unsafe { svm::vmrun(vmcb_pa, &mut vcpu.regs) };
         let ran = timer::rdtsc().wrapping_sub(entered);
-        if let (true, Some(a)) = (shared, apic) {
+        if let (Some(_), Some(a)) = (timer_ms, apic) {
             a.stop_timer();
         }
         task.charge(ran);

@@ -22,6 +22,7 @@
 //! | `cmdline` | the guest's command line, at most 1023 bytes, no control characters |
 //! | `kernel` | which boot module is the guest image (a name matched against module strings); default: the guest image module |
 //! | `pci` | PCI devices assigned to the domain: a list of `"bus:device.function"` (`[ "00:04.0" ]`, hexadecimal as `lspci` prints them), at most [`MAX_PCI_DEVICES`]; see `crate::pci` |
+//! | `time_limit` | seconds of wall-clock time the domain may run (1 to [`MAX_TIME_LIMIT`]); when they are up it is ended (`killed: time limit of N s reached`), however it spins. Default: none |
 //! | `weight` | the credit scheduler's weight (Xen's meaning): the domain's share of a contended CPU relative to other domains; 1 to [`MAX_WEIGHT`], default [`DEFAULT_WEIGHT`] |
 //! | `vnuma_auto` | `1` (default) or `0`. Without `vnuma` the domain is placed automatically (`domain::placement`); when it needs several nodes, `1` gives it a vNUMA that tells the truth (one vnode per node used). `0` asks for one flat node, so the domain must then fit in one node |
 //!
@@ -68,6 +69,8 @@ pub const MAX_PCI_DEVICES: usize = 8;
 pub const MIRROR_NODE_MIB: u64 = 64;
 /// The credit scheduler's default weight (Xen's `sched_credit` default).
 pub const DEFAULT_WEIGHT: u32 = 256;
+/// The longest `time_limit`, in seconds: a day.
+pub const MAX_TIME_LIMIT: u32 = 86_400;
 /// The largest weight, as Xen's credit scheduler accepts (1 to 65535).
 pub const MAX_WEIGHT: u32 = 65535;
 /// The placeholder `pnode` of a vnode listed in
@@ -158,6 +161,8 @@ pub struct DomainConfig {
     pub pci: Vec<Bdf>,
     /// Credit scheduler weight, 1 to [`MAX_WEIGHT`].
     pub weight: u32,
+    /// `time_limit`: seconds the domain may run before it is ended.
+    pub time_limit: Option<u32>,
     /// Whether a domain placed automatically over several nodes gets one
     /// vnode per node (`true`, the default) or must fit in one node.
     pub vnuma_auto: bool,
@@ -179,6 +184,7 @@ impl Default for DomainConfig {
             kernel: None,
             pci: Vec::new(),
             weight: DEFAULT_WEIGHT,
+            time_limit: None,
             vnuma_auto: true,
         }
     }
@@ -957,6 +963,7 @@ fn parse_text(text: &str, last_line: usize) -> Result<DomainConfig, Located> {
     let mut vnodes = Vec::new();
     let mut auto_vnodes = Vec::new();
     let mut weight = DEFAULT_WEIGHT;
+    let mut time_limit = None;
     let mut vnuma_auto = true;
     let mut layout = LayoutKind::Compact;
     let mut cmdline = String::new();
@@ -1061,6 +1068,21 @@ fn parse_text(text: &str, last_line: usize) -> Result<DomainConfig, Located> {
                 lines.pci = line;
                 pci = parse_pci(v)?;
             }
+            "time_limit" => {
+                let v = scalar(key, v)?;
+                time_limit = Some(match parse_u64(v) {
+                    Some(t) if (1..=u64::from(MAX_TIME_LIMIT)).contains(&t) => t as u32,
+                    _ => {
+                        return Err((
+                            line,
+                            format!(
+                                "time_limit must be 1 to {MAX_TIME_LIMIT} seconds, got '{}'",
+                                v.escape_debug()
+                            ),
+                        ))
+                    }
+                });
+            }
             "weight" => {
                 lines.weight = line;
                 weight = parse_weight(scalar(key, v)?).map_err(|m| (line, m))?;
@@ -1132,6 +1154,7 @@ fn parse_text(text: &str, last_line: usize) -> Result<DomainConfig, Located> {
         kernel,
         pci,
         weight,
+        time_limit,
         vnuma_auto,
     };
     cross_check(&cfg, &lines)?;
@@ -1393,6 +1416,9 @@ impl fmt::Display for DomainConfig {
         }
         if self.weight != DEFAULT_WEIGHT {
             writeln!(f, "weight = {}", self.weight)?;
+        }
+        if let Some(t) = self.time_limit {
+            writeln!(f, "time_limit = {t}")?;
         }
         if !self.vnuma_auto {
             writeln!(f, "vnuma_auto = 0")?;

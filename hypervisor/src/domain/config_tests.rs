@@ -144,6 +144,20 @@ fn weight_and_vnuma_auto() {
 }
 
 #[test]
+fn time_limit() {
+    assert_eq!(ok("name = a\nmemory = 64\n").time_limit, None);
+    let c = ok("name = a\nmemory = 64\ntime_limit = 30\n");
+    assert_eq!(c.time_limit, Some(30));
+    assert_eq!(ok(&c.to_string()), c, "printed configs parse back");
+    for v in ["0", "-5", "86401", "soon"] {
+        assert_eq!(
+            bad(&format!("name = a\nmemory = 64\ntime_limit = {v}\n")),
+            format!("dom.cfg:3: time_limit must be 1 to 86400 seconds, got '{v}'")
+        );
+    }
+}
+
+#[test]
 fn pnode_auto() {
     let text =
         "name = a\nvnuma = [ \"pnode=0,size=64,vcpus=0\", \"pnode=auto,size=128,vcpus=1\" ]\n";

@@ -83,6 +83,16 @@ pub fn halt_forever() -> ! {
     }
 }
 
+/// `cli` and a loop that never leaves the guest (`fail=spin`): only the
+/// hypervisor's time limit ends it.
+pub fn spin_forever() -> ! {
+    // SAFETY: disabling interrupts touches no memory.
+    unsafe { asm!("cli", options(nomem, nostack)) };
+    loop {
+        core::hint::black_box(());
+    }
+}
+
 /// Loads an empty IDT (limit 0) and executes `ud2`: #UD cannot be
 /// delivered, nor the #GP, nor the #DF: a triple fault (`fail=triple`).
 pub fn triple_fault() -> ! {

@@ -184,6 +184,7 @@ impl Platform for BareMetal {
             },
             FailMode::Triple => cpu::triple_fault(),
             FailMode::Halt => cpu::halt_forever(),
+            FailMode::Spin => cpu::spin_forever(),
             FailMode::Hypercall => "fail=hypercall is a test, not a crash".into(),
         }
     }

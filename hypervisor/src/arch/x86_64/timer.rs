@@ -81,6 +81,11 @@ impl Deadline {
     pub fn passed(self) -> bool {
         rdtsc() >= self.0
     }
+
+    /// Microseconds left (0 once passed).
+    pub fn remaining_us(self) -> u64 {
+        self.0.saturating_sub(rdtsc()) / per_us()
+    }
 }
 
 /// Busy-waits at least `us` microseconds.
