@@ -195,7 +195,13 @@ fn io(vcpu: &mut Vcpu, env: &mut dyn HypercallEnv) -> Action {
                 .port_io(port, size_bytes as u8, None)
                 .map_or(mask, |v| u64::from(v) & mask),
         };
-        vcpu.vmcb.save.rax = (vcpu.vmcb.save.rax & !mask) | value;
+        // As hardware: a 32-bit IN writes EAX, which zero-extends into RAX;
+        // an 8- or 16-bit IN writes AL or AX and keeps RAX's other bits.
+        vcpu.vmcb.save.rax = if size_bytes == 4 {
+            value
+        } else {
+            (vcpu.vmcb.save.rax & !mask) | value
+        };
     } else if port == COM1_DATA {
         env.console(&[vcpu.vmcb.save.rax as u8]);
     } else {
@@ -348,6 +354,41 @@ mod tests {
                 handle_exit(&mut v, &mut env, &host),
                 Action::End(DomainEnd::Killed { .. })
             ));
+        }
+    }
+
+    /// `IN` of each size on an emulated port (PCI configuration data), COM1's
+    /// line status and a port nothing emulates: a 32-bit IN zero-extends into
+    /// RAX as hardware does; 8- and 16-bit INs keep RAX's other bits.
+    #[test]
+    fn in_eax_zero_extends_into_rax_and_smaller_ins_keep_the_upper_bits() {
+        const STALE: u64 = 0xdead_beef_cafe_f00d;
+        let mut env = TestEnv::two_vnodes();
+        for port in [0xCFCu64, 0x3FD, 0x80] {
+            let emulated = match port {
+                0xCFC => 0x11e8_1234u64,
+                0x3FD => 0x60,
+                _ => 0xffff_ffff,
+            };
+            // EXITINFO1 bits 6:4 are SZ32, SZ16, SZ8: one-hot, equal to the size in bytes.
+            for (size_bits, mask) in [(1u64, 0xffu64), (2, 0xffff), (4, 0xffff_ffff)] {
+                let mut v = vcpu();
+                v.vmcb.control.exit_code = 0x7B;
+                v.vmcb.control.exit_info1 = (port << 16) | (size_bits << 4) | 1;
+                v.vmcb.control.exit_info2 = 0x1001;
+                v.vmcb.save.rax = STALE;
+                assert_eq!(handle_exit(&mut v, &mut env, &host), Action::Resume);
+                let expect = if size_bits == 4 {
+                    emulated & mask
+                } else {
+                    (STALE & !mask) | (emulated & mask)
+                };
+                assert_eq!(
+                    v.vmcb.save.rax, expect,
+                    "IN of {size_bits} bytes from port {port:#x}"
+                );
+                assert_eq!(v.vmcb.save.rip, 0x1001);
+            }
         }
     }
 
