@@ -237,6 +237,19 @@ fn page_align(ranges: &[MemRange]) -> Vec<MemRange> {
         .collect()
 }
 
+/// The whole RAM pages (`ram_pages`, page-aligned) whose first byte lies in
+/// `ranges` (normalized). A page that SRAT ranges of two nodes split goes
+/// to the node of its first byte, as Linux's `early_pfn_to_nid` finds it,
+/// instead of being lost to both; ranges disjoint in bytes stay disjoint.
+fn pages_by_first_byte(ranges: &[MemRange], ram_pages: &[MemRange]) -> Vec<MemRange> {
+    let rounded = normalize(
+        ranges
+            .iter()
+            .map(|r| MemRange::new(r.start.page_ceil(), r.end.page_ceil())),
+    );
+    normalize(intersect(&rounded, ram_pages))
+}
+
 /// `a - b` for normalized range lists.
 fn subtract(a: &[MemRange], b: &[MemRange]) -> Vec<MemRange> {
     let mut out = Vec::new();
@@ -524,9 +537,10 @@ fn from_srat(
             }
         }
     }
+    let ram_pages = page_align(ram);
     let memory: Vec<Vec<MemRange>> = raw
         .iter()
-        .map(|v| page_align(&normalize(v.iter().copied())))
+        .map(|v| pages_by_first_byte(&normalize(v.iter().copied()), &ram_pages))
         .collect();
 
     // A pxm that ends up with neither RAM nor a CPU (named only by a CPU
@@ -1192,6 +1206,26 @@ pub(crate) mod tests {
         );
         assert_eq!(t.nodes[0].memory, [r(0, 0x9_f000), r(MIB, 512 * MIB)]);
         assert_eq!(t.nodes[1].memory, [r(512 * MIB, 1024 * MIB)]);
+    }
+
+    /// Found by `random_tables_give_consistent_topologies` (its seed is in
+    /// proptest-regressions): SRAT ranges of two nodes that meet inside a
+    /// page lost that page to both. It goes to the node of its first byte.
+    #[test]
+    fn a_page_split_between_two_nodes_goes_to_the_node_of_its_first_byte() {
+        let ram = [r(0, 1024 * MIB)];
+        let cut = 512 * MIB + 0x800;
+        let srat = SratBuilder::new()
+            .cpu(0, 0)
+            .cpu(1, 1)
+            .mem(0, 0, cut)
+            .mem(1, cut, 1024 * MIB - cut)
+            .build();
+        let madt = MadtBuilder::new().lapic(0, 0, 1).lapic(1, 1, 1).build();
+        let (t, w) = run(&input(&ram, Some(&srat), None, Some(&madt)));
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(t.nodes[0].memory, [r(0, 512 * MIB + 0x1000)]);
+        assert_eq!(t.nodes[1].memory, [r(512 * MIB + 0x1000, 1024 * MIB)]);
     }
 
     #[test]
