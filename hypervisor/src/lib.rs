@@ -21,5 +21,6 @@ pub mod hypercall;
 pub mod mm;
 pub mod numa;
 pub mod pci;
+pub mod ratelimit;
 pub mod report;
 pub mod svm;

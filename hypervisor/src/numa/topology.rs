@@ -237,6 +237,19 @@ fn page_align(ranges: &[MemRange]) -> Vec<MemRange> {
         .collect()
 }
 
+/// The whole RAM pages (`ram_pages`, page-aligned) whose first byte lies in
+/// `ranges` (normalized). A page that SRAT ranges of two nodes split goes
+/// to the node of its first byte, as Linux's `early_pfn_to_nid` finds it,
+/// instead of being lost to both; ranges disjoint in bytes stay disjoint.
+fn pages_by_first_byte(ranges: &[MemRange], ram_pages: &[MemRange]) -> Vec<MemRange> {
+    let rounded = normalize(
+        ranges
+            .iter()
+            .map(|r| MemRange::new(r.start.page_ceil(), r.end.page_ceil())),
+    );
+    normalize(intersect(&rounded, ram_pages))
+}
+
 /// `a - b` for normalized range lists.
 fn subtract(a: &[MemRange], b: &[MemRange]) -> Vec<MemRange> {
     let mut out = Vec::new();
@@ -507,7 +520,8 @@ fn from_srat(
     // the nearest SRAT range (smallest gap; on a tie, the range below), so
     // it stays usable and is merged with that node's neighbouring RAM.
     // (Linux leaves it without a node and warns; a hypervisor heap wants
-    // every page owned.)
+    // every page owned.) Reported once node ids are final.
+    let mut pieces: Vec<(MemRange, usize)> = Vec::new();
     for piece in &uncovered {
         let gap = |r: &MemRange| {
             if piece.end <= r.start {
@@ -517,40 +531,92 @@ fn from_srat(
             }
         };
         if let Some(&(_, node, _)) = sorted.iter().min_by_key(|m| gap(&m.0)) {
-            warn(&format!(
-                "SRAT: RAM {piece} is in no memory range; given to node {node}"
-            ));
+            pieces.push((*piece, node));
             if let Some(v) = raw.get_mut(node) {
                 v.push(*piece);
             }
         }
     }
+    let ram_pages = page_align(ram);
+    let memory: Vec<Vec<MemRange>> = raw
+        .iter()
+        .map(|v| pages_by_first_byte(&normalize(v.iter().copied()), &ram_pages))
+        .collect();
 
-    let distances = slit_distances(slit, &pxms, warn);
+    // A pxm that ends up with neither RAM nor a CPU (named only by a CPU
+    // entry for a CPU the MADT does not bring up, by memory outside RAM or
+    // not present yet) gets no node: Linux keeps it offline, and an empty
+    // node could never be described to a guest. The others keep their
+    // order, renumbered densely.
+    let mut has_cpu = vec![false; nr];
+    for (apic, _) in cpus {
+        if let Some(x) = apic_node.get(apic).and_then(|&n| has_cpu.get_mut(n)) {
+            *x = true;
+        }
+    }
+    let mut new_id: Vec<Option<usize>> = vec![None; nr];
+    let mut kept: Vec<usize> = Vec::with_capacity(nr);
+    for i in 0..nr {
+        let empty = memory.get(i).is_none_or(Vec::is_empty);
+        if empty && !has_cpu.get(i).copied().unwrap_or(false) {
+            warn(&format!(
+                "SRAT: pxm {} has neither CPUs nor memory; it gets no node (Linux leaves it offline)",
+                pxm_of(&pxms, i)
+            ));
+        } else {
+            if let Some(x) = new_id.get_mut(i) {
+                *x = Some(kept.len());
+            }
+            kept.push(i);
+        }
+    }
+    if kept.is_empty() {
+        // Every CPU sits on a node or has no entry; it cannot come to this
+        // with a boot CPU, but a table is not trusted to prove it.
+        return Err("no proximity domain has CPUs or memory".into());
+    }
+    let node_of = |old: usize| new_id.get(old).copied().flatten();
+    for (piece, old) in pieces {
+        match node_of(old) {
+            Some(n) => warn(&format!(
+                "SRAT: RAM {piece} is in no memory range; given to node {n}"
+            )),
+            None => warn(&format!(
+                "SRAT: RAM {piece} is in no memory range and holds no whole page; left out"
+            )),
+        }
+    }
+    let kept_pxms: Vec<u32> = kept.iter().map(|&i| pxm_of(&pxms, i)).collect();
+
+    let distances = slit_distances(slit, &kept_pxms, warn);
 
     let cpu_nodes: Vec<NodeId> = cpus
         .iter()
         .enumerate()
-        .map(|(i, &(apic, _))| match apic_node.get(&apic) {
-            Some(&n) => NodeId(n as u8),
-            None => {
-                warn(&format!(
-                    "SRAT: CPU {i} (APIC id {apic:#x}) has no affinity entry; node 0"
-                ));
-                NodeId(0)
-            }
-        })
+        .map(
+            |(i, &(apic, _))| match apic_node.get(&apic).and_then(|&n| node_of(n)) {
+                Some(n) => NodeId(n as u8),
+                None => {
+                    warn(&format!(
+                        "SRAT: CPU {i} (APIC id {apic:#x}) has no affinity entry; node 0"
+                    ));
+                    NodeId(0)
+                }
+            },
+        )
         .collect();
     let cpus = cpu_infos(cpus, &cpu_nodes, layout);
-    let nodes = (0..nr)
-        .map(|i| NodeInfo {
-            id: NodeId(i as u8),
-            pxm: pxm_of(&pxms, i),
-            memory: page_align(&normalize(raw.get(i).into_iter().flatten().copied())),
-            hotplug: normalize(hotplug.get(i).into_iter().flatten().copied()),
+    let nodes = kept
+        .iter()
+        .enumerate()
+        .map(|(id, &old)| NodeInfo {
+            id: NodeId(id as u8),
+            pxm: pxm_of(&pxms, old),
+            memory: memory.get(old).cloned().unwrap_or_default(),
+            hotplug: normalize(hotplug.get(old).into_iter().flatten().copied()),
             cpus: cpus
                 .iter()
-                .filter(|c| c.node.index() == i)
+                .filter(|c| c.node.index() == id)
                 .map(|c| c.id)
                 .collect(),
         })
@@ -667,6 +733,14 @@ pub(crate) mod tests {
             assert_eq!(t.distance(node.id, node.id), LOCAL_DISTANCE);
             for c in &node.cpus {
                 assert_eq!(t.cpu_node(*c), Some(node.id));
+            }
+        }
+        if t.source == TopologySource::Firmware {
+            for node in &t.nodes {
+                assert!(
+                    !node.cpus.is_empty() || !node.memory.is_empty(),
+                    "empty node {node:?}"
+                );
             }
         }
         assert!(!t.cpus.is_empty() && t.cpus.len() <= MAX_CPUS);
@@ -835,20 +909,116 @@ pub(crate) mod tests {
         assert_eq!(t.source, TopologySource::Firmware);
     }
 
+    /// A hostile SRAT from issue 12: pxm 2 is named by an enabled x2APIC
+    /// entry for a CPU the MADT does not have, and by nothing else. Linux
+    /// never brings such a node online; here it gets no node, the others
+    /// keep their order (CPU pxms first, then memory-only ones) with dense
+    /// ids, and the SLIT is read for the pxms that remain.
     #[test]
-    fn hotplug_ranges_name_nodes() {
+    fn a_pxm_with_neither_cpus_nor_memory_gets_no_node() {
+        let ram = [r(0, 1024 * MIB)];
+        let srat = SratBuilder::new()
+            .cpu(0, 0)
+            .x2apic(2, 77, 1) // APIC id 77: not in the MADT
+            .cpu(1, 1)
+            .mem(0, 0, 512 * MIB)
+            .mem(3, 512 * MIB, 512 * MIB)
+            .build();
+        #[rustfmt::skip]
+        let slit = slit(4, &[
+            10, 21, 22, 23,
+            21, 10, 24, 25,
+            22, 24, 10, 26,
+            23, 25, 26, 10,
+        ]);
+        let madt = MadtBuilder::new().lapic(0, 0, 1).lapic(1, 1, 1).build();
+        let (t, w) = run(&input(&ram, Some(&srat), Some(&slit), Some(&madt)));
+        assert_eq!(t.source, TopologySource::Firmware);
+        assert_eq!(
+            w,
+            ["SRAT: pxm 2 has neither CPUs nor memory; it gets no node (Linux leaves it offline)"]
+        );
+        let shape: Vec<_> = t
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.pxm, n.cpus.clone(), n.memory.clone()))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (NodeId(0), 0, vec![CpuId(0)], vec![r(0, 512 * MIB)]),
+                (NodeId(1), 1, vec![CpuId(1)], vec![]),
+                (NodeId(2), 3, vec![], vec![r(512 * MIB, 1024 * MIB)]),
+            ]
+        );
+        assert_eq!(t.cpus[1].node, NodeId(1));
+        let d = |a, b| t.distance(NodeId(a), NodeId(b));
+        assert_eq!((d(0, 1), d(0, 2), d(1, 2), d(2, 1)), (21, 23, 25, 25));
+    }
+
+    /// The other entries that name a pxm and give it nothing: an enabled
+    /// memory range wholly outside RAM, a range of hot-pluggable memory not
+    /// present, a CPU entry whose APIC id a later entry moves elsewhere, a
+    /// CPU the MADT lists as disabled. CPUs with no affinity entry go to the
+    /// first node that remains.
+    #[test]
+    fn entries_that_give_nothing_make_no_empty_node() {
+        let ram = [r(0, 1024 * MIB)];
+        let srat = SratBuilder::new()
+            .cpu(5, 3) // disabled in the MADT
+            .cpu(6, 1) // moved to pxm 0 below
+            .cpu(0, 1)
+            .mem(7, 8192 * MIB, 512 * MIB) // no RAM there
+            .mem_flags(8, 4096 * MIB, 1024 * MIB, MEM_ENABLED | MEM_HOTPLUG)
+            .mem(9, 0, 1024 * MIB)
+            .build();
+        let madt = MadtBuilder::new()
+            .lapic(0, 0, 1)
+            .lapic(1, 1, 1)
+            .lapic(3, 3, 0)
+            .build();
+        let (t, w) = run(&input(&ram, Some(&srat), None, Some(&madt)));
+        assert_eq!(t.source, TopologySource::Firmware);
+        let pxms: Vec<_> = t.nodes.iter().map(|n| n.pxm).collect();
+        assert_eq!(pxms, [0, 9]);
+        assert_eq!(t.nodes[0].cpus, [CpuId(0), CpuId(1)]);
+        assert_eq!(t.nodes[1].memory, [r(0, 1024 * MIB)]);
+        for p in [5, 6, 7, 8] {
+            assert!(
+                w.iter()
+                    .any(|l| l.starts_with(&format!("SRAT: pxm {p} has neither"))),
+                "pxm {p}: {w:?}"
+            );
+        }
+        assert!(w.contains(&String::from(
+            "SRAT: CPU 0 (APIC id 0x0) has no affinity entry; node 0"
+        )));
+        assert_eq!(w.len(), 6, "{w:?}");
+    }
+
+    /// Hot-pluggable ranges stay with a node that has RAM or CPUs; a pxm
+    /// with only hot-pluggable memory not yet present is no node (Linux
+    /// keeps it offline until memory is added).
+    #[test]
+    fn hotplug_ranges_stay_on_nodes_and_alone_make_none() {
         let ram = [r(0, 1024 * MIB)];
         let srat = SratBuilder::new()
             .cpu(0, 0)
             .mem(0, 0, 1024 * MIB)
+            .mem_flags(0, 2048 * MIB, 1024 * MIB, MEM_ENABLED | MEM_HOTPLUG)
             .mem_flags(1, 4096 * MIB, 1024 * MIB, MEM_ENABLED | MEM_HOTPLUG)
             .build();
         let (t, w) = run(&input(&ram, Some(&srat), None, None));
-        assert_eq!(w, ["MADT: none; only the boot CPU"]);
-        assert_eq!(t.nr_nodes(), 2);
-        assert!(t.nodes[1].memory.is_empty());
-        assert_eq!(t.nodes[1].hotplug, [r(4096 * MIB, 5120 * MIB)]);
-        assert_eq!(t.distance(NodeId(0), NodeId(1)), 20);
+        assert_eq!(
+            w,
+            [
+                "MADT: none; only the boot CPU",
+                "SRAT: pxm 1 has neither CPUs nor memory; it gets no node (Linux leaves it offline)"
+            ]
+        );
+        assert_eq!(t.nr_nodes(), 1);
+        assert_eq!(t.nodes[0].memory, [r(0, 1024 * MIB)]);
+        assert_eq!(t.nodes[0].hotplug, [r(2048 * MIB, 3072 * MIB)]);
     }
 
     #[test]
@@ -1036,6 +1206,26 @@ pub(crate) mod tests {
         );
         assert_eq!(t.nodes[0].memory, [r(0, 0x9_f000), r(MIB, 512 * MIB)]);
         assert_eq!(t.nodes[1].memory, [r(512 * MIB, 1024 * MIB)]);
+    }
+
+    /// Found by `random_tables_give_consistent_topologies` (its seed is in
+    /// proptest-regressions): SRAT ranges of two nodes that meet inside a
+    /// page lost that page to both. It goes to the node of its first byte.
+    #[test]
+    fn a_page_split_between_two_nodes_goes_to_the_node_of_its_first_byte() {
+        let ram = [r(0, 1024 * MIB)];
+        let cut = 512 * MIB + 0x800;
+        let srat = SratBuilder::new()
+            .cpu(0, 0)
+            .cpu(1, 1)
+            .mem(0, 0, cut)
+            .mem(1, cut, 1024 * MIB - cut)
+            .build();
+        let madt = MadtBuilder::new().lapic(0, 0, 1).lapic(1, 1, 1).build();
+        let (t, w) = run(&input(&ram, Some(&srat), None, Some(&madt)));
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(t.nodes[0].memory, [r(0, 512 * MIB + 0x1000)]);
+        assert_eq!(t.nodes[1].memory, [r(512 * MIB + 0x1000, 1024 * MIB)]);
     }
 
     #[test]

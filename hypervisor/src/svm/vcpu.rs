@@ -2,7 +2,9 @@
 
 use core::mem::offset_of;
 
-use super::vmcb::{misc1, misc2, Segment, Vmcb, NESTED_CTL_NP_ENABLE, TLB_CONTROL_FLUSH_ALL};
+use super::vmcb::{
+    event_inj, misc1, misc2, Segment, Vmcb, NESTED_CTL_NP_ENABLE, TLB_CONTROL_FLUSH_ALL, VECTOR_GP,
+};
 
 /// Guest general-purpose registers other than RAX and RSP (those live in the
 /// VMCB). The VMRUN stub loads them before VMRUN and stores them after the
@@ -40,13 +42,17 @@ const CR0_MP: u64 = 1 << 1;
 const CR0_ET: u64 = 1 << 4;
 const CR0_NE: u64 = 1 << 5;
 const CR0_WP: u64 = 1 << 16;
-const CR0_PG: u64 = 1 << 31;
+pub const CR0_PG: u64 = 1 << 31;
 const CR4_PAE: u64 = 1 << 5;
+pub const EFER_SCE: u64 = 1 << 0;
 pub const EFER_LME: u64 = 1 << 8;
 pub const EFER_LMA: u64 = 1 << 10;
 pub const EFER_NXE: u64 = 1 << 11;
 /// Must stay set in the guest's EFER, or VMRUN refuses the VMCB.
 pub const EFER_SVME: u64 = 1 << 12;
+pub const EFER_LMSLE: u64 = 1 << 13;
+pub const EFER_FFXSR: u64 = 1 << 14;
+pub const EFER_TCE: u64 = 1 << 15;
 
 /// Flat 64-bit code segment: type execute/read accessed, S, P, L.
 const CODE64: Segment = Segment {
@@ -180,6 +186,24 @@ impl Vcpu {
         }
     }
 
+    /// Makes the next VMRUN deliver exception `vector` to the guest (with
+    /// `error_code` pushed, if any) before it runs another instruction. A
+    /// fault leaves RIP on the faulting instruction: do not skip it.
+    pub fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        let c = &mut self.vmcb.control;
+        c.event_inj = event_inj::VALID | event_inj::TYPE_EXCEPTION | u32::from(vector);
+        if let Some(code) = error_code {
+            c.event_inj |= event_inj::ERROR_CODE_VALID;
+            c.event_inj_err = code;
+        }
+    }
+
+    /// Injects #GP(0), as hardware raises for a privileged instruction with
+    /// bad operands (a reserved MSR bit, say).
+    pub fn inject_gp0(&mut self) {
+        self.inject_exception(VECTOR_GP, Some(0));
+    }
+
     /// Moves RIP past an intercepted instruction of `len` bytes. TCG offers
     /// no next-RIP save, so the length is the instruction's known size.
     pub fn skip_instruction(&mut self, len: u64) {
@@ -220,5 +244,27 @@ mod tests {
         let mut v = v;
         v.skip_instruction(3);
         assert_eq!(v.vmcb.save.rip, 0x40_0003);
+    }
+
+    #[test]
+    fn injected_gp0_is_a_valid_exception_with_error_code_zero() {
+        let maps = InterceptMaps { iopm: 0, msrpm: 0 };
+        let entry = EntryState {
+            rip: 0x40_0000,
+            cr3: 0x1000,
+            rsp: 0,
+            rsi: 0,
+            rdi: 0,
+        };
+        let mut v = Vcpu::new(0, 1, entry, 0, maps);
+        assert_eq!(v.vmcb.control.event_inj, 0, "nothing injected at first");
+        v.vmcb.control.event_inj_err = 0xdead;
+        v.inject_gp0();
+        // V (31) | EV (11) | TYPE 3 (exception, 10:8) | vector 13.
+        assert_eq!(v.vmcb.control.event_inj, 0x8000_0B0D);
+        assert_eq!(v.vmcb.control.event_inj_err, 0);
+        assert_eq!(v.vmcb.save.rip, 0x40_0000, "a fault does not move RIP");
+        v.inject_exception(6, None); // #UD: no error code
+        assert_eq!(v.vmcb.control.event_inj, 0x8000_0306);
     }
 }

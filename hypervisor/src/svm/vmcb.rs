@@ -134,6 +134,7 @@ const _: () = {
     assert!(offset_of!(ControlArea, exit_int_info) == 0x88);
     assert!(offset_of!(ControlArea, nested_ctl) == 0x90);
     assert!(offset_of!(ControlArea, event_inj) == 0xA8);
+    assert!(offset_of!(ControlArea, event_inj_err) == 0xAC);
     assert!(offset_of!(ControlArea, nested_cr3) == 0xB0);
     assert!(offset_of!(ControlArea, clean_bits) == 0xC0);
     assert!(offset_of!(ControlArea, next_rip) == 0xC8);
@@ -180,6 +181,24 @@ pub mod misc2 {
     pub const SKINIT: u32 = 1 << 6;
     pub const XSETBV: u32 = 1 << 13;
 }
+
+/// Fields of `event_inj` (VMCB offset 0xA8, AMD APM vol. 2 §15.20 "Event
+/// Injection"): the event VMRUN delivers to the guest before its first
+/// instruction. Its error code is `event_inj_err` (offset 0xAC). The
+/// processor clears VALID once the event is delivered.
+pub mod event_inj {
+    /// Bits 7:0: the IDT vector.
+    pub const VECTOR_MASK: u32 = 0xFF;
+    /// Bits 10:8 = 3: an exception (fault or trap).
+    pub const TYPE_EXCEPTION: u32 = 3 << 8;
+    /// Bit 11: push `event_inj_err` as the error code.
+    pub const ERROR_CODE_VALID: u32 = 1 << 11;
+    /// Bit 31: inject.
+    pub const VALID: u32 = 1 << 31;
+}
+
+/// Exception vector of #GP.
+pub const VECTOR_GP: u8 = 13;
 
 /// `nested_ctl` bit that turns on nested paging.
 pub const NESTED_CTL_NP_ENABLE: u64 = 1;
