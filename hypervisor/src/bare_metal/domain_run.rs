@@ -23,6 +23,7 @@ use hypervisor::numa::topology::Topology;
 use hypervisor::numa::{CpuId, NodeId};
 use hypervisor::pci::config::PciEmulator;
 use hypervisor::println;
+use hypervisor::ratelimit::RateLimit;
 use hypervisor::svm::exit::ExitReason;
 use hypervisor::svm::vcpu::{EntryState, InterceptMaps, Vcpu, EFER_NXE};
 use pv_abi::cpuid::CpuidRegs;
@@ -67,6 +68,9 @@ pub struct Env {
     pub pci: PciEmulator,
     /// Where vCPU 0 starts.
     pub boot: BootEntry,
+    /// The lines this domain makes the hypervisor print (DMA exchanges), rate
+    /// limited as Xen's `gdprintk`.
+    pub log_limit: RateLimit,
 }
 
 impl Env {
@@ -114,9 +118,12 @@ impl HypercallEnv for Env {
         let id = self.id;
         // Whatever the guest printed so far comes first.
         self.console.flush(&mut Self::print_line(id));
+        let now_ms = timer::tsc_to_ns(timer::rdtsc()) / 1_000_000;
         match self.p2m.exchange(&request) {
             Ok(report) => {
-                println!("numavisor: domain {id}: {report}");
+                if let Some(s) = self.log_limit.check(now_ms) {
+                    println!("numavisor: domain {id}: {report}{s}");
+                }
                 Ok(Exchanged {
                     maddr: pv_abi::Maddr(report.new.maddr().0),
                     pnode: u32::from(report.node.0),
@@ -124,10 +131,12 @@ impl HypercallEnv for Env {
                 })
             }
             Err(e) => {
-                println!(
-                    "numavisor: domain {id}: dma exchange of {} pages at gpa {:#x} below 2^{} refused: {e}",
-                    request.pages, request.gpa.0, request.address_bits
-                );
+                if let Some(s) = self.log_limit.check(now_ms) {
+                    println!(
+                        "numavisor: domain {id}: dma exchange of {} pages at gpa {:#x} below 2^{} refused: {e}{s}",
+                        request.pages, request.gpa.0, request.address_bits
+                    );
+                }
                 Err(e.abi_error())
             }
         }

@@ -38,6 +38,7 @@ use hypervisor::numa::topology::{Topology, MAX_CPUS};
 use hypervisor::numa::{CpuId, NodeId};
 use hypervisor::pci::config::PciEmulator;
 use hypervisor::pci::{self, Bdf};
+use hypervisor::ratelimit::RateLimit;
 use hypervisor::report::{
     DomainPages, DomainRow, DomainState, NumaMemory, ShutdownReason, VcpuRow, VcpuState, XlList,
     XlVcpuList,
@@ -651,6 +652,7 @@ fn build_domain(
         topology,
         console: ConsoleBuffer::default(),
         pci: emulator,
+        log_limit: RateLimit::default(),
         boot: BootEntry {
             entry: EntryState {
                 rip: boot.entry,
@@ -698,6 +700,9 @@ pub fn teardown(run: &DomainRun) {
         return;
     };
     env.console.flush(&mut |line| println!("(d{id}) {line}"));
+    if let Some(n) = env.log_limit.take_suppressed() {
+        println!("numavisor: domain {id}: {n} similar messages suppressed");
+    }
     // Bus mastering off before the domain's memory goes back to the heap.
     env.pci.release(&mut PortConfigSpace);
     let end = run.end.lock().take().unwrap_or(DomainEnd::Killed {
