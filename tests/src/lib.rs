@@ -470,3 +470,30 @@ pub fn domain_lines(console: &str, id: u32) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Domain `id` shut down with status 0 after a complete, passing KTAP run,
+/// and its teardown gave every page back.
+pub fn assert_domain_passed(run: &RunResult, id: u32) -> ktap::Ktap {
+    assert_eq!(
+        domain_report(&run.console, id),
+        Some(DomainReport::Shutdown { status: 0 }),
+        "domain {id}; {}",
+        context(run)
+    );
+    let k = ktap::parse(&domain_lines(&run.console, id));
+    if let Err(e) = k.verdict() {
+        panic!("domain {id} KTAP: {e}; {}", context(run));
+    }
+    let teardown = format!("numavisor: domain {id}: teardown:");
+    let line = run
+        .console
+        .lines()
+        .find(|l| l.starts_with(&teardown))
+        .unwrap_or("");
+    assert!(
+        line.contains("none left owned"),
+        "domain {id} teardown; {}",
+        context(run)
+    );
+    k
+}

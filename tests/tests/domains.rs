@@ -5,37 +5,9 @@
 //! hypervisor goes on.
 
 use pv_abi::exit::ExitCode;
-use tests::ktap::{self, Ktap};
+use tests::{assert_domain_passed, context, default_machine};
 use tests::{boot_domains, boot_modules, domain_config, domain_lines, domain_report, DomainReport};
-use tests::{context, default_machine};
 use xtask::qemu::{Outcome, RunResult};
-
-/// Domain `id` shut down with status 0 after a complete, passing KTAP run,
-/// and its teardown gave every page back.
-fn assert_domain_passed(run: &RunResult, id: u32) -> Ktap {
-    assert_eq!(
-        domain_report(&run.console, id),
-        Some(DomainReport::Shutdown { status: 0 }),
-        "domain {id}; {}",
-        context(run)
-    );
-    let k = ktap::parse(&domain_lines(&run.console, id));
-    if let Err(e) = k.verdict() {
-        panic!("domain {id} KTAP: {e}; {}", context(run));
-    }
-    let teardown = format!("numavisor: domain {id}: teardown:");
-    let line = run
-        .console
-        .lines()
-        .find(|l| l.starts_with(&teardown))
-        .unwrap_or("");
-    assert!(
-        line.contains("none left owned"),
-        "domain {id} teardown; {}",
-        context(run)
-    );
-    k
-}
 
 /// The guest's `guest: node N (vnode V): cpus C, memory M` lines.
 fn guest_nodes(run: &RunResult, id: u32) -> Vec<String> {

@@ -4,10 +4,9 @@
 //! owned back, and the run ends with the heap as it was before the first.
 
 use pv_abi::exit::ExitCode;
-use tests::ktap;
 use tests::{
-    boot_domains, boot_modules_cmdline, context, default_machine, domain_config, domain_lines,
-    domain_report, guest_image, write_config, DomainReport,
+    assert_domain_passed, boot_domains, boot_modules_cmdline, context, default_machine,
+    domain_config, domain_report, guest_image, write_config, DomainReport,
 };
 use xtask::machine::presets;
 use xtask::qemu::{Outcome, RunResult};
@@ -37,20 +36,6 @@ fn assert_heap_restored(run: &RunResult) {
         "{}",
         context(run)
     );
-}
-
-/// Domain `id` shut down with status 0 after a passing KTAP run.
-fn assert_passed(run: &RunResult, id: u32) {
-    assert_eq!(
-        domain_report(&run.console, id),
-        Some(DomainReport::Shutdown { status: 0 }),
-        "domain {id}; {}",
-        context(run)
-    );
-    let k = ktap::parse(&domain_lines(&run.console, id));
-    if let Err(e) = k.verdict() {
-        panic!("domain {id} KTAP: {e}; {}", context(run));
-    }
 }
 
 /// Positions (console line numbers) of domain `id`'s guest lines.
@@ -127,8 +112,8 @@ fn the_default_run_places_a_domain_beside_the_mirror() {
         &configs,
     );
     assert!(run.outcome.success(), "{}", context(&run));
-    assert_passed(&run, 1);
-    assert_passed(&run, 2);
+    assert_domain_passed(&run, 1);
+    assert_domain_passed(&run, 2);
     assert_interleaved(&run, 1, 2);
     let nodes = placed_nodes(&run, 2).unwrap_or_else(|| panic!("{}", context(&run)));
     assert_eq!(nodes.len(), 1, "64 MiB fits in one node; {}", context(&run));
@@ -167,8 +152,8 @@ fn weights_split_a_shared_cpu_two_to_one() {
         ],
     );
     assert!(run.outcome.success(), "{}", context(&run));
-    assert_passed(&run, 1);
-    assert_passed(&run, 2);
+    assert_domain_passed(&run, 1);
+    assert_domain_passed(&run, 2);
     let (_, heavy) = ran_ms(&run, 1, 0);
     let (_, light) = ran_ms(&run, 2, 0);
     assert!(
@@ -205,7 +190,7 @@ fn eight_auto_placed_domains_on_ring8_take_a_node_each() {
     assert!(run.outcome.success(), "{}", context(&run));
     let mut nodes = Vec::new();
     for id in 1..=8 {
-        assert_passed(&run, id);
+        assert_domain_passed(&run, id);
         assert_torn_down(&run, id);
         let placed = placed_nodes(&run, id).unwrap_or_else(|| panic!("{}", context(&run)));
         assert_eq!(placed.len(), 1, "domain {id}; {}", context(&run));
@@ -241,7 +226,7 @@ fn a_domain_that_faults_ends_alone_while_another_runs() {
         "{}",
         context(&run)
     );
-    assert_passed(&run, 1);
+    assert_domain_passed(&run, 1);
     // The fault came and went while the busy domain ran.
     let killed = run
         .console
@@ -274,8 +259,8 @@ fn domains_beyond_the_machine_are_refused_the_others_run() {
         "{}",
         context(&run)
     );
-    assert_passed(&run, 1);
-    assert_passed(&run, 2);
+    assert_domain_passed(&run, 1);
+    assert_domain_passed(&run, 2);
     match domain_report(&run.console, 3) {
         Some(DomainReport::Refused { reason }) => assert!(
             reason.contains("MiB") || reason.contains("pages"),
@@ -326,7 +311,7 @@ fn a_spinning_domain_is_ended_by_its_time_limit() {
         "it had its CPU until the limit: {ran} ms; {}",
         context(&run)
     );
-    assert_passed(&run, 2);
+    assert_domain_passed(&run, 2);
     assert_torn_down(&run, 1);
     assert_torn_down(&run, 2);
     assert_heap_restored(&run);

@@ -6,8 +6,8 @@ use alloc::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
-use crate::domain::build::{allocate, pages_per_node, Allocation};
 use crate::domain::config::{DomainConfig, LayoutKind, VnodeConfig};
+use crate::domain::testutil::{allocate_for, DOMAIN};
 use crate::mm::addr::{Maddr, MemRange};
 use crate::mm::frame_table::FrameTable;
 use crate::mm::heap::{HeapProbe, HeapTopology};
@@ -82,20 +82,6 @@ impl HeapTableMemory for FakeTables {
 
 /// Node 0: 16 MiB at 16 MiB and 64 MiB at 512 MiB; node 1: 64 MiB at
 /// 1 GiB (nothing below 2^30). Distance 20.
-/// The domain every test allocation belongs to.
-const DOMAIN: u32 = 3;
-
-/// Claims the domain's memory and allocates it against the claim, as the
-/// hypervisor does, then gives back what the claim did not use.
-fn allocate_for(heap: &Heap, cfg: &DomainConfig) -> Result<Allocation, String> {
-    let mut claim = heap
-        .claim(DOMAIN, &pages_per_node(cfg))
-        .map_err(|e| format!("{e}"))?;
-    let alloc = allocate(heap, &mut claim, cfg);
-    heap.release(claim);
-    alloc
-}
-
 fn heap() -> Heap {
     let ranges = [
         (MemRange::from_base_len(16 * MIB, 16 * MIB), NodeId(0)),

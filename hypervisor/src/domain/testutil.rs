@@ -87,3 +87,20 @@ pub(crate) fn ring(n: usize, mib: u64) -> Topology {
         .collect();
     uniform(n, mib, 1, &d)
 }
+
+/// The domain every test allocation belongs to.
+pub const DOMAIN: u32 = 3;
+
+/// Claims `cfg`'s memory and allocates it against the claim, as the
+/// hypervisor does, then gives back what the claim did not use.
+pub fn allocate_for(
+    heap: &crate::mm::heap::Heap,
+    cfg: &super::config::DomainConfig,
+) -> Result<super::build::Allocation, alloc::string::String> {
+    let mut claim = heap
+        .claim(DOMAIN, &super::build::pages_per_node(cfg))
+        .map_err(|e| alloc::format!("{e}"))?;
+    let alloc = super::build::allocate(heap, &mut claim, cfg);
+    heap.release(claim);
+    alloc
+}

@@ -4,6 +4,7 @@ use acpi_numa::{AcpiTables, PhysAddr, PhysMemory, Slit, Srat};
 
 use super::*;
 use crate::domain::config::{LayoutKind, VnodeConfig};
+use crate::domain::testutil::allocate_for;
 use crate::mm::addr::MemRange;
 use crate::mm::frame_table::FrameTable;
 use crate::mm::heap::HeapTopology;
@@ -58,20 +59,6 @@ impl MachineMemory for FakeMachine {
 }
 
 /// Two nodes of 256 MiB: node 0 at 16 MiB, node 1 at 1 GiB.
-/// The domain every test allocation belongs to.
-const DOMAIN: u32 = 3;
-
-/// Claims the domain's memory and allocates it against the claim, as the
-/// hypervisor does, then gives back what the claim did not use.
-fn allocate_for(heap: &Heap, cfg: &DomainConfig) -> Result<Allocation, String> {
-    let mut claim = heap
-        .claim(DOMAIN, &pages_per_node(cfg))
-        .map_err(|e| format!("{e}"))?;
-    let alloc = allocate(heap, &mut claim, cfg);
-    heap.release(claim);
-    alloc
-}
-
 fn heap() -> Heap {
     let ranges = [
         (MemRange::from_base_len(16 * MIB, 256 * MIB), NodeId(0)),
