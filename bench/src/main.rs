@@ -460,11 +460,7 @@ fn build_domain_once(topology: &Topology, heap: &Heap, mib: u64) -> Result<(Step
     let config = DomainConfig::parse("bench.cfg", text.as_bytes()).map_err(|e| e.to_string())?;
 
     let t = Instant::now();
-    let free: Vec<u64> = topology
-        .nodes
-        .iter()
-        .map(|n| heap.unclaimed_free_pages(n.id) * PAGE_SIZE)
-        .collect();
+    let free = placement::unclaimed_free_bytes(heap, topology);
     let load = vec![0u32; topology.cpus.len()];
     let online = vec![true; topology.cpus.len()];
     let placed = placement::place_domain(

@@ -18,9 +18,9 @@ use hypervisor::domain::run::{handle_exit, Action};
 use hypervisor::hypercall::{
     ConsoleBuffer, ExchangeRequest, Exchanged, GuestAccess, HypercallEnv, MachineView, VnumaView,
 };
-use hypervisor::mm::addr::{Maddr, Mfn, PAGE_SHIFT};
+use hypervisor::mm::addr::{Maddr, PAGE_SHIFT};
 use hypervisor::numa::topology::Topology;
-use hypervisor::numa::{CpuId, NodeId};
+use hypervisor::numa::CpuId;
 use hypervisor::pci::config::PciEmulator;
 use hypervisor::println;
 use hypervisor::ratelimit::RateLimit;
@@ -74,7 +74,8 @@ pub struct Env {
 }
 
 impl Env {
-    fn print_line(id: u32) -> impl FnMut(&str) {
+    /// How a line the guest printed reaches the console: `(dN) ` first.
+    pub fn print_line(id: u32) -> impl FnMut(&str) {
         move |line| println!("(d{id}) {line}")
     }
 }
@@ -183,6 +184,19 @@ pub struct VcpuSlot {
     pub ran: AtomicU64,
     /// Of `ran`, the ticks run while other vCPUs waited for the CPU.
     pub ran_shared: AtomicU64,
+}
+
+impl VcpuSlot {
+    /// Time spent in the guest, in nanoseconds.
+    pub fn ran_ns(&self) -> u64 {
+        timer::tsc_to_ns(self.ran.load(Ordering::Relaxed))
+    }
+
+    /// Of [`ran_ns`](VcpuSlot::ran_ns), the time run while other vCPUs
+    /// waited for the CPU.
+    pub fn ran_shared_ns(&self) -> u64 {
+        timer::tsc_to_ns(self.ran_shared.load(Ordering::Relaxed))
+    }
 }
 
 /// A running domain: its hypercall state behind one lock, and the state of
@@ -502,16 +516,3 @@ impl HypercallEnv for CallEnv<'_> {
 
 /// VMCB `TLB_CONTROL`: flush the whole TLB on the next VMRUN.
 const TLB_FLUSH_ALL: u8 = 1;
-
-/// Per-vCPU run time, for the report at the domain's end.
-pub fn ran_ms(slot: &VcpuSlot) -> (u64, u64) {
-    (
-        timer::tsc_to_ns(slot.ran.load(Ordering::Relaxed)) / 1_000_000,
-        timer::tsc_to_ns(slot.ran_shared.load(Ordering::Relaxed)) / 1_000_000,
-    )
-}
-
-/// The node of a heap block, for reports.
-pub fn node_of(mfn: Mfn) -> Option<NodeId> {
-    heap().frame_table().node_of(mfn)
-}

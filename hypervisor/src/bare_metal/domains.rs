@@ -32,7 +32,7 @@ use hypervisor::domain::exchange::P2m;
 use hypervisor::domain::layout::DomainLayout;
 use hypervisor::domain::placement::{self, MachineState, Placed};
 use hypervisor::hypercall::ConsoleBuffer;
-use hypervisor::mm::addr::{Mfn, PAGE_SHIFT, PAGE_SIZE};
+use hypervisor::mm::addr::{Mfn, PAGE_SIZE};
 use hypervisor::mm::heap::{AllocRequest, Claim};
 use hypervisor::numa::topology::{Topology, MAX_CPUS};
 use hypervisor::numa::{CpuId, NodeId};
@@ -49,7 +49,7 @@ use hypervisor::{print, println};
 use pv_abi::exit::ExitCode;
 use pv_abi::AbiVersion;
 
-use super::domain_run::{self, DomainRun, Env, IdentityMachine, VcpuSlot, VcpuTemplate};
+use super::domain_run::{DomainRun, Env, IdentityMachine, VcpuSlot, VcpuTemplate};
 use super::sched::{self, VcpuBlock};
 use super::svm_maps::intercept_maps;
 use super::{heap, nr_asids};
@@ -189,11 +189,7 @@ pub fn run_all(
 /// What the placement sees: unclaimed free memory per node, vCPUs already
 /// placed per CPU, the CPUs that run.
 fn machine_state(topology: &Topology) -> (Vec<u64>, Vec<u32>, Vec<bool>) {
-    let free = topology
-        .nodes
-        .iter()
-        .map(|n| heap().unclaimed_free_pages(n.id) << PAGE_SHIFT)
-        .collect();
+    let free = placement::unclaimed_free_bytes(heap(), topology);
     let load = (0..topology.cpus.len())
         .map(|c| LOAD.get(c).map_or(0, |l| l.load(Ordering::Acquire)))
         .collect();
@@ -209,7 +205,17 @@ fn start_domain(
     topology: &'static Topology,
     ignore_abi_note: bool,
 ) -> Result<(), String> {
-    config.check_against(topology)?;
+    // Placement checks the config against the machine first.
+    let (free, load, online) = machine_state(topology);
+    let placed = placement::place_domain(
+        &config,
+        topology,
+        &MachineState {
+            unclaimed_free: &free,
+            vcpus_on_cpu: &load,
+            online: &online,
+        },
+    )?;
     let image = GuestImage::parse(image_bytes).map_err(|e| format!("guest image: {e}"))?;
     let image_abi = abi::image_abi(&image, image_bytes).map_err(|e| format!("guest image: {e}"))?;
     match abi::negotiate(image_abi, AbiVersion::CURRENT) {
@@ -224,16 +230,6 @@ fn start_domain(
         }
         Err(e) => return Err(e),
     }
-    let (free, load, online) = machine_state(topology);
-    let placed = placement::place_domain(
-        &config,
-        topology,
-        &MachineState {
-            unclaimed_free: &free,
-            vcpus_on_cpu: &load,
-            online: &online,
-        },
-    )?;
     let Placed {
         config,
         cpus,
@@ -577,7 +573,11 @@ fn build_domain(
     };
     let state_nodes: Vec<String> = vcpu_blocks
         .iter()
-        .map(|&m| domain_run::node_of(m).map_or(String::from("?"), |n| format!("{n}")))
+        .map(|&m| {
+            heap.frame_table()
+                .node_of(m)
+                .map_or(String::from("?"), |n| format!("{n}"))
+        })
         .collect();
     println!(
         "numavisor: domain {id}: vcpu state: {} KiB each, on node(s) {} (its CPU's node, or the nearest with memory)",
@@ -699,7 +699,7 @@ pub fn teardown(run: &DomainRun) {
     let Some(mut env) = run.env.lock().take() else {
         return;
     };
-    env.console.flush(&mut |line| println!("(d{id}) {line}"));
+    env.console.flush(&mut Env::print_line(id));
     if let Some(n) = env.log_limit.take_suppressed() {
         println!("numavisor: domain {id}: {n} similar messages suppressed");
     }
@@ -772,10 +772,7 @@ pub fn teardown(run: &DomainRun) {
 }
 
 fn cpu_time_ns(run: &DomainRun) -> u64 {
-    run.vcpus
-        .iter()
-        .map(|s| hypervisor::arch::x86_64::timer::tsc_to_ns(s.ran.load(Ordering::Relaxed)))
-        .sum()
+    run.vcpus.iter().map(VcpuSlot::ran_ns).sum()
 }
 
 fn report_end(run: &DomainRun, end: &DomainEnd) {
@@ -799,7 +796,7 @@ fn report_end(run: &DomainRun, end: &DomainEnd) {
         }
     };
     for (v, slot) in run.vcpus.iter().enumerate() {
-        let (ran, shared) = domain_run::ran_ms(slot);
+        let (ran, shared) = (slot.ran_ns() / 1_000_000, slot.ran_shared_ns() / 1_000_000);
         let _ = writeln!(
             text,
             "numavisor: domain {id}: vcpu {v} ran {ran} ms on cpu {} ({shared} ms of it sharing the cpu)",
@@ -847,7 +844,7 @@ fn print_views(topology: &Topology) {
                 domid: d.id,
                 vcpu: v as u32,
                 state,
-                time_ns: hypervisor::arch::x86_64::timer::tsc_to_ns(s.ran.load(Ordering::Relaxed)),
+                time_ns: s.ran_ns(),
                 affinity: vec![s.cpu],
             });
         }

@@ -872,32 +872,6 @@ impl DomainConfig {
         }
     }
 
-    /// Resolves the config's placement on a machine where no other domain
-    /// runs and every CPU is up, `free_bytes` giving each node's unclaimed
-    /// free memory: `domain::placement::place_domain`, which also says
-    /// why. A config whose vnodes all name their node is left alone.
-    pub fn place_default_vnode(
-        &mut self,
-        topology: &Topology,
-        free_bytes: impl Fn(NodeId) -> u64,
-    ) -> Result<(), String> {
-        if !self.vnodes.is_empty() && self.auto_vnodes.is_empty() {
-            return Ok(());
-        }
-        let nodes = topology.nodes.iter().map(|n| n.id.index() + 1).max();
-        let free: Vec<u64> = (0..nodes.unwrap_or(0))
-            .map(|i| free_bytes(NodeId(i as u8)))
-            .collect();
-        let online = vec![true; topology.cpus.len()];
-        let state = super::placement::MachineState {
-            unclaimed_free: &free,
-            vcpus_on_cpu: &[],
-            online: &online,
-        };
-        *self = super::placement::place_domain(self, topology, &state)?.config;
-        Ok(())
-    }
-
     /// The domain run when no config is given: it mirrors the machine. One
     /// vnode per machine node (memoryless and CPU-less ones included) on
     /// that node, the machine's distances, vcpu `i` = machine CPU `i` (so a

@@ -483,43 +483,64 @@ fn check_against_the_machine() {
     );
 }
 
+/// Places `c` (`place_domain`) on a machine where no other domain runs and
+/// every CPU is up, `free_bytes` giving each node's unclaimed free memory.
+fn place_alone(
+    c: &mut DomainConfig,
+    topology: &Topology,
+    free_bytes: impl Fn(NodeId) -> u64,
+) -> Result<(), String> {
+    if !c.vnodes.is_empty() && c.auto_vnodes.is_empty() {
+        return Ok(());
+    }
+    let free: Vec<u64> = topology.nodes.iter().map(|n| free_bytes(n.id)).collect();
+    let online = vec![true; topology.cpus.len()];
+    let state = crate::domain::placement::MachineState {
+        unclaimed_free: &free,
+        vcpus_on_cpu: &[],
+        online: &online,
+    };
+    *c = crate::domain::placement::place_domain(c, topology, &state)?.config;
+    Ok(())
+}
+
 #[test]
 fn default_vnode_placement() {
     let t = four_nodes();
     let free = |n: NodeId| [100, 300, 0, 300][n.index()] * MIB;
     // Unpinned: the node with the most free memory, lowest id on a tie.
     let mut c = ok("name = a\nmemory = 256\nvcpus = 3\n");
-    c.place_default_vnode(&t, free).unwrap();
+    place_alone(&mut c, &t, free).unwrap();
     assert_eq!(c.vnodes, [vn(1, 256, &[0, 1, 2], &[10])]);
     c.validate().unwrap();
     c.check_against(&t).unwrap();
     // Already placed: left alone.
     let before = c.clone();
-    c.place_default_vnode(&t, |_| 0).unwrap();
+    place_alone(&mut c, &t, |_| 0).unwrap();
     assert_eq!(c, before);
     // Pinned: the pinned CPUs' node.
     let mut c = ok("name = a\nmemory = 64\nvcpus = 2\ncpus = \"0-1\"\n");
-    c.place_default_vnode(&t, free).unwrap();
+    place_alone(&mut c, &t, free).unwrap();
     assert_eq!(c.vnodes, [vn(0, 64, &[0, 1], &[10])]);
     let mut c = ok("name = a\nmemory = 128\nvcpus = 2\ncpus = \"0-1\"\n");
     assert_eq!(
-        c.place_default_vnode(&t, free).unwrap_err(),
+        place_alone(&mut c, &t, free).unwrap_err(),
         "no vnuma given and node 0 (of the pinned CPUs) has only 100 MiB unclaimed free for 128 MiB (short by 28 MiB)"
     );
     let mut c = ok("name = a\nmemory = 64\nvcpus = 2\ncpus = \"1-2\"\n");
     assert_eq!(
-        c.place_default_vnode(&t, free).unwrap_err(),
+        place_alone(&mut c, &t, free).unwrap_err(),
         "no vnuma given and the pinned CPUs are on nodes 0-1; give a vnuma line to split the domain"
     );
     let mut c = ok("name = a\nmemory = 64\ncpus = \"9\"\n");
     assert_eq!(
-        c.place_default_vnode(&t, free).unwrap_err(),
+        place_alone(&mut c, &t, free).unwrap_err(),
         "cpus: CPU 9 does not exist (the machine has 6 CPUs)"
     );
     // Too big for any node: spans the closest pair that holds it, one
     // vnode per node, the vcpu where the memory mostly is.
     let mut c = ok("name = a\nmemory = 400\n");
-    c.place_default_vnode(&t, free).unwrap();
+    place_alone(&mut c, &t, free).unwrap();
     assert_eq!(
         c.vnodes,
         [vn(0, 100, &[], &[10, 20]), vn(1, 300, &[0], &[20, 10])]
@@ -527,7 +548,7 @@ fn default_vnode_placement() {
     // Too big for the machine's free memory: refused with the shortfall.
     let mut c = ok("name = a\nmemory = 800\n");
     assert_eq!(
-        c.place_default_vnode(&t, free).unwrap_err(),
+        place_alone(&mut c, &t, free).unwrap_err(),
         "800 MiB fits nowhere, even spanning every node: 700 MiB unclaimed free in all (short by 100 MiB)"
     );
     assert!(c.vnodes.is_empty());
@@ -705,7 +726,7 @@ fn check_parsed(bytes: &[u8]) -> Result<(), TestCaseError> {
                 prop_assert_eq!(p.cpus.len(), p.config.vcpus as usize);
             }
             let mut c = c;
-            let _ = c.place_default_vnode(&t, |_| 256 * MIB);
+            let _ = place_alone(&mut c, &t, |_| 256 * MIB);
         }
         Err(e) => {
             prop_assert_eq!(e.file.as_str(), "p.cfg");

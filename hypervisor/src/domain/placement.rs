@@ -78,6 +78,8 @@ use core::cmp::Ordering;
 use core::fmt;
 
 use super::config::{format_id_list, DomainConfig, VnodeConfig};
+use crate::mm::addr::PAGE_SHIFT;
+use crate::mm::heap::Heap;
 use crate::numa::topology::Topology;
 use crate::numa::{CpuId, NodeId, LOCAL_DISTANCE};
 
@@ -823,19 +825,14 @@ fn node_list(nodes: &[NodeId]) -> String {
     parts.join(",")
 }
 
-/// The CPU each vCPU runs on, by vCPU id, on a machine where no other
-/// domain runs. `online[c]` says whether CPU `c` of the topology is running.
-pub fn place_vcpus(
-    config: &DomainConfig,
-    topology: &Topology,
-    online: &[bool],
-) -> Result<Vec<CpuId>, String> {
-    let state = MachineState {
-        unclaimed_free: &[],
-        vcpus_on_cpu: &[],
-        online,
-    };
-    place_vcpus_with_load(config, topology, &state)
+/// Each node's free memory that no claim holds, in bytes, by node id: what
+/// [`MachineState::unclaimed_free`] wants from the heap.
+pub fn unclaimed_free_bytes(heap: &Heap, topology: &Topology) -> Vec<u64> {
+    topology
+        .nodes
+        .iter()
+        .map(|n| heap.unclaimed_free_pages(n.id) << PAGE_SHIFT)
+        .collect()
 }
 
 /// The CPU each vCPU runs on, by vCPU id, counting the vCPUs other domains
@@ -902,6 +899,20 @@ fn least_loaded(
 
 #[cfg(test)]
 mod tests {
+    /// The CPU each vCPU runs on, by vCPU id, on a machine where no other
+    /// domain runs. `online[c]` says whether CPU `c` of the topology is running.
+    fn place_vcpus(
+        config: &DomainConfig,
+        topology: &Topology,
+        online: &[bool],
+    ) -> Result<Vec<CpuId>, String> {
+        let state = MachineState {
+            unclaimed_free: &[],
+            vcpus_on_cpu: &[],
+            online,
+        };
+        place_vcpus_with_load(config, topology, &state)
+    }
     use super::*;
     use crate::domain::testutil;
 
